@@ -1,0 +1,58 @@
+# dptlearn — every set-up step lives here. Two commands matter:
+#   make lab    install (once) and open the course in JupyterLab
+#   make test   install (once) and run every test: pytest + nbval
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.dptlearn-installed
+PORT   ?= 8888
+
+.PHONY: install lab test test-fast notebooks exercises bench train-bench grade-bench browser-deps clean
+
+# Reinstall only when the pins or the package metadata change.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=23" "setuptools>=64" wheel
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name dptlearn --display-name "Python (dptlearn)"
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+	touch $@
+
+install: $(STAMP)
+
+lab: install
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) \
+	    --ServerApp.root_dir="$(CURDIR)" \
+	    --LabApp.default_url=/lab/tree/notebooks/00_overview.ipynb
+
+# Debian's Chromium for the real-browser test (skipped with a message where it cannot be installed).
+browser-deps:
+	@bash scripts/install_browser.sh || echo "warning: Chromium could not be installed; the browser test will be skipped"
+
+test: install browser-deps
+	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -p no:python --nbval --nbval-current-env \
+	    --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300 notebooks solutions
+
+test-fast: install
+	$(BIN)/python -m pytest tests -m "not browser and not slow"
+
+notebooks: install
+	$(BIN)/python scripts/execute_notebooks.py notebooks solutions
+
+exercises: install
+	$(BIN)/dptlearn-make-exercises
+
+bench: install
+	$(BIN)/python scripts/bench_head.py
+
+train-bench: install
+	$(BIN)/python scripts/train_bench.py
+
+grade-bench: install
+	$(BIN)/python scripts/bench_grade.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache artifacts
