@@ -1,0 +1,140 @@
+"""Train loop, depth metrics, a text progress bar, and checkpoints for the tiny DUSt3R.
+
+`train` draws seeded mini-batches from an in-memory batch dict (see `SyntheticScenes.batch`) and
+optimises either DUSt3R's confidence-aware point-map loss (`loss='conf'`) or a plain L1 loss on
+view 1's depth (`loss='l1'`). Depth of view 1 is the z channel of its predicted point map.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import torch
+
+from dptlearn.backbone import TinyDUSt3R
+from dptlearn.losses import conf_regression_loss, l1_depth_loss
+
+
+class ProgressBar:
+    """`[#####.....] 120/400 loss 0.1234 3.2s` on one line, redrawn with a carriage return."""
+
+    def __init__(self, total: int, width: int = 30, file=None):
+        self.total, self.width, self.file = total, width, file or sys.stdout
+        self.t0 = time.perf_counter()
+
+    def update(self, step: int, **values: float) -> None:
+        done = int(self.width * step / self.total)
+        extra = " ".join(f"{k} {v:.4f}" for k, v in values.items())
+        print(f"\r[{'#' * done}{'.' * (self.width - done)}] {step}/{self.total} {extra} "
+              f"{time.perf_counter() - self.t0:.1f}s", end="", file=self.file, flush=True)
+        if step >= self.total:
+            print(file=self.file, flush=True)
+
+
+def depth_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, align: str = "median") -> dict[str, float]:
+    """AbsRel = mean |d - d*| / d* and delta1 = share of max(d/d*, d*/d) < 1.25, over valid pixels,
+    computed per image and averaged. align='median' first rescales each prediction by
+    median(gt) / median(pred) (for up-to-scale predictions); align='none' compares as is."""
+    if not (pred.shape == gt.shape == mask.shape) or pred.dim() != 3:
+        raise ValueError(f"expected pred, gt, mask of one shape (B, H, W), got {tuple(pred.shape)}, "
+                         f"{tuple(gt.shape)}, {tuple(mask.shape)}")
+    if align not in ("median", "none"):
+        raise ValueError(f"expected align 'median' or 'none', got {align!r}")
+    absrel, delta1 = [], []
+    for p, g, m in zip(pred, gt, mask):
+        p, g = p[m].clamp(min=1e-6), g[m]  # (n,) each
+        if g.numel() == 0:
+            continue
+        if align == "median":
+            p = p * (g.median() / p.median())
+        absrel.append(((p - g).abs() / g).mean())
+        delta1.append((torch.maximum(p / g, g / p) < 1.25).float().mean())
+    return {"absrel": torch.stack(absrel).mean().item(), "delta1": torch.stack(delta1).mean().item()}
+
+
+def compute_loss(model: TinyDUSt3R, batch: dict[str, torch.Tensor], loss: str = "conf",
+                 alpha: float = 0.2) -> tuple[torch.Tensor, dict[str, float]]:
+    """Forward one batch and return (loss, logs). The conf loss covers both views when the model has two heads."""
+    res1, res2 = model(batch["img1"], batch["img2"] if model.head2 is not None else None)
+    if loss == "conf":
+        preds, gts, masks = [res1], [batch["pts1"]], [batch["mask1"]]
+        if res2 is not None:
+            preds, gts, masks = preds + [res2], gts + [batch["pts2_in_1"]], masks + [batch["mask2"]]
+        return conf_regression_loss(preds, gts, masks, alpha)
+    if loss == "l1":
+        value = l1_depth_loss(res1["pts3d"][..., 2], batch["depth1"], batch["mask1"])
+        return value, {}
+    raise ValueError(f"expected loss 'conf' or 'l1', got {loss!r}")
+
+
+def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_size: int = 16, lr: float = 2e-3,
+          weight_decay: float = 0.05, warmup: int = 20, loss: str = "conf", alpha: float = 0.2, seed: int = 0,
+          log_every: int = 10, progress: bool = True) -> dict[str, list[float]]:
+    """AdamW with linear warm-up and cosine decay. Returns {'step': [...], 'loss': [...]} (every log_every steps,
+    each entry the mean loss since the previous one) plus 'seconds'."""
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"expected steps >= 1 and batch_size >= 1, got {steps} and {batch_size}")
+    device = next(model.parameters()).device
+    n = data["img1"].shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    bar = ProgressBar(steps) if progress else None
+    history, running, t0 = {"step": [], "loss": []}, [], time.perf_counter()
+    model.train()
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, n, (batch_size,), generator=gen)  # (B,)
+        batch = {k: v[idx].to(device) for k, v in data.items()}
+        value, _ = compute_loss(model, batch, loss, alpha)
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        running.append(value.item())
+        if step % log_every == 0 or step == steps:
+            history["step"].append(step)
+            history["loss"].append(sum(running) / len(running))
+            running = []
+            if bar:
+                bar.update(step, loss=history["loss"][-1])
+    history["seconds"] = time.perf_counter() - t0
+    return history
+
+
+@torch.no_grad()
+def predict(model: TinyDUSt3R, data: dict[str, torch.Tensor], batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """View-1 predictions for every scene: {'pts3d': (N, H, W, 3), 'conf': (N, H, W), 'depth': (N, H, W)}."""
+    model.eval()
+    device = next(model.parameters()).device
+    outs = []
+    for i in range(0, data["img1"].shape[0], batch_size):
+        img2 = data["img2"][i:i + batch_size].to(device) if model.head2 is not None else None
+        res1, _ = model(data["img1"][i:i + batch_size].to(device), img2)
+        outs.append({k: v.cpu() for k, v in res1.items()})
+    pts = torch.cat([o["pts3d"] for o in outs])  # (N, H, W, 3)
+    return {"pts3d": pts, "conf": torch.cat([o["conf"] for o in outs]), "depth": pts[..., 2]}
+
+
+def evaluate(model: TinyDUSt3R, data: dict[str, torch.Tensor], align: str = "median") -> dict[str, float]:
+    """Held-out depth metrics of view 1 (see `depth_metrics`)."""
+    pred = predict(model, data)
+    return depth_metrics(pred["depth"], data["depth1"], data["mask1"], align)
+
+
+def save_checkpoint(path, model: TinyDUSt3R, history: dict | None = None) -> None:
+    """Weights + constructor config (+ training history) in one torch.save file."""
+    torch.save({"config": model.config, "state_dict": model.state_dict(), "history": history or {}}, path)
+
+
+def load_checkpoint(path, device=None) -> tuple[TinyDUSt3R, dict]:
+    """Rebuild the model from a checkpoint's config and load its weights. Returns (model, history)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or not {"config", "state_dict"} <= set(ckpt):
+        raise ValueError(f"expected a checkpoint dict with 'config' and 'state_dict', got {type(ckpt).__name__}")
+    model = TinyDUSt3R(**ckpt["config"], device="cpu")
+    model.load_state_dict(ckpt["state_dict"])
+    from dptlearn.device import get_device
+    return model.to(get_device(device)), ckpt.get("history", {})
