@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .fusion import FusionBlock, crop_to
+from .fusion import CropTo, FusionBlock
 from .grid import check_image_size, patch_grid, tokens_to_grid
 from .head import RegressionHead
 from .reassemble import REASSEMBLE_FACTORS, ReassembleBranch
@@ -78,6 +78,7 @@ class DPTHead(nn.Module):
         self.project = nn.ModuleList(nn.Conv2d(d, feature_dim, kernel_size=3, padding=1, bias=False)
                                      for d in layer_dims)
         self.fusion = nn.ModuleList(FusionBlock(feature_dim, with_skip=i < 3) for i in range(4))
+        self.crop = CropTo()
         self.head = RegressionHead(feature_dim, last_dim, num_channels)
         self.fast_inference = True
 
@@ -142,7 +143,7 @@ class DPTHead(nn.Module):
         layers = [branch(g) for branch, g in zip(self.reassemble, layers)]  # 1/4, 1/8, 1/16, 1/32
         layers = [proj(x) for proj, x in zip(self.project, layers)]      # 4 x (B, D, h_i, w_i)
         path = self.fusion[3](layers[3], fast=fast)                       # (B, D, 2*ceil(nh/2), ...)
-        path = crop_to(path, layers[2])                                   # (B, D, nh, nw)
+        path = self.crop(path, layers[2].shape[-2:])                               # (B, D, nh, nw)
         path = self.fusion[2](path, layers[2], fast=fast)                 # (B, D, 2nh, 2nw)
         path = self.fusion[1](path, layers[1], fast=fast)                 # (B, D, 4nh, 4nw)
         path = self.fusion[0](path, layers[0], fast=fast)                 # (B, D, 8nh, 8nw)

@@ -83,13 +83,20 @@ class FusionBlock(nn.Module):
         return self.out_conv(out)              # (B, D, 2h, 2w)
 
 
-def crop_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Crop ``x`` (B, C, H, W) to ``like``'s H, W, keeping the top-left (DUSt3R's odd-grid fix).
+class CropTo(nn.Module):
+    """``crop_to`` as a module, so the shape tracer shows the crop as a stage."""
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return crop_to(x, size)
+
+
+def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Crop ``x`` (B, C, H, W) to ``size = (h, w)``, keeping the top-left (DUSt3R's odd-grid fix).
 
     On a grid with an odd side (512x336 -> 21 rows) the x1/2 branch rounds up to 11 rows,
     the fusion doubles that to 22, and the last row must go to meet the 21-row level.
     """
-    h, w = like.shape[-2:]
+    h, w = size
     if x.shape[-2] < h or x.shape[-1] < w:
         raise ValueError(f"crop_to: cannot crop {tuple(x.shape)} to a larger size (..., {h}, {w})")
     return x[..., :h, :w]  # (B, C, h, w)
