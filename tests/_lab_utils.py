@@ -1,0 +1,228 @@
+"""Start and stop the course's JupyterLab exactly as `make lab` does (scripts/lab.sh).
+
+Shared by tests/test_lab.py and tests/test_browser.py. The server runs in its own process
+group with a throwaway Jupyter environment (runtime, config, data, user-settings and
+workspace dirs under a temp dir), so a learner's ~/.jupyter never changes the result and the
+tests never write into it. The venv-wide pieces a learner gets -- the "dptlearn" kernelspec
+and jupyter/overrides.json installed into .venv/share/jupyter -- are used as installed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+LAB_SH = REPO / "scripts" / "lab.sh"
+OVERRIDES = REPO / "jupyter" / "overrides.json"
+# The venv's jupyter: the one next to the interpreter running the tests (.venv/bin).
+JUPYTER = Path(sys.executable).parent / "jupyter"
+DEFAULT_NOTEBOOK = "notebooks/00_overview.ipynb"
+
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_refuses(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nothing accepts connections on host:port any more."""
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return False
+    except (ConnectionRefusedError, OSError):
+        return True
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    """Poll `predicate` until it returns a truthy value or `timeout` passes (then fail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class LabServer:
+    """scripts/lab.sh --no-browser on a free port, in a fresh process group."""
+
+    def __init__(self, tmp_dir: Path, root: Path = REPO, user_settings: dict | None = None):
+        self.tmp = Path(tmp_dir)
+        self.root = Path(root)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.info: dict = {}
+        self.log_path = self.tmp / "jupyter-lab.log"
+        self._user_settings = user_settings or {}
+
+    # -- environment ---------------------------------------------------------------
+    def _env(self) -> dict:
+        env = dict(os.environ)
+        dirs = {
+            "JUPYTER_RUNTIME_DIR": "runtime",
+            "JUPYTER_CONFIG_DIR": "config",
+            "JUPYTER_DATA_DIR": "data",
+            "JUPYTERLAB_SETTINGS_DIR": "user-settings",
+            "JUPYTERLAB_WORKSPACES_DIR": "workspaces",
+            "IPYTHONDIR": "ipython",
+        }
+        for var, sub in dirs.items():
+            path = self.tmp / sub
+            path.mkdir(parents=True, exist_ok=True)
+            env[var] = str(path)
+        for plugin_id, values in self._user_settings.items():
+            pkg, _, plugin = plugin_id.partition(":")
+            target = self.tmp / "user-settings" / pkg / f"{plugin}.jupyterlab-settings"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(values))
+        env.pop("JUPYTER_TOKEN", None)  # Jupyter must generate its own token
+        env.pop("JUPYTER_PASSWORD", None)
+        return env
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> "LabServer":
+        cmd = [
+            "bash", str(LAB_SH), "--no-browser", "--port", str(self.port),
+            "--jupyter", str(JUPYTER), "--root", str(self.root),
+            # fail instead of silently moving to another port if ours was taken meanwhile
+            "--", "--ServerApp.port_retries=0",
+        ]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=self._env(), stdin=subprocess.DEVNULL,
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            # lab.sh execs jupyter, so the server's pid is proc.pid and it writes
+            # runtime/jpserver-<pid>.json once it listens: that file holds the generated token.
+            runtime_file = self.tmp / "runtime" / f"jpserver-{self.proc.pid}.json"
+            wait_for(lambda: self._alive_or_raise() and runtime_file.exists(),
+                     START_TIMEOUT_S, f"{runtime_file.name} (server start)")
+            self.info = wait_for(lambda: self._read_json(runtime_file), 10, "server info")
+            wait_for(lambda: self._alive_or_raise()
+                     and self._ping() == 200, START_TIMEOUT_S, "GET /api/status == 200")
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def _alive_or_raise(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(
+                f"jupyter lab exited early with code {self.proc.returncode}:\n{self.log()}")
+        return True
+
+    @staticmethod
+    def _read_json(path: Path):
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None  # still being written
+
+    def _ping(self) -> int | None:
+        try:
+            return self.get("/api/status").status
+        except OSError:
+            return None
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Send `sig` to the server only (as Ctrl-C / kill would) and wait for a clean exit.
+
+        Returns the exit code; raises if the server, or any process it started (kernels),
+        is still there after STOP_TIMEOUT_S, after killing the whole group.
+        """
+        assert self.proc is not None
+        server = psutil.Process(self.proc.pid)
+        children = server.children(recursive=True)
+        os.kill(self.proc.pid, sig)
+        try:
+            code = self.proc.wait(timeout=STOP_TIMEOUT_S)
+            _, alive = psutil.wait_procs(children, timeout=STOP_TIMEOUT_S)
+            if alive:
+                raise RuntimeError(f"processes left behind by the server: {alive}")
+        except BaseException:
+            self.kill()
+            raise
+        finally:
+            self._log.close()
+        return code
+
+    def kill(self) -> None:
+        """Last resort: SIGKILL the whole process group (server and kernels)."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        if not self._log.closed:
+            self._log.close()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-8000:]
+        except OSError:
+            return ""
+
+    # -- HTTP ------------------------------------------------------------------------
+    @property
+    def token(self) -> str:
+        return self.info["token"]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, token: str | None | bool = True) -> Response:
+        """GET path; token=True sends the server's token, None/False sends none."""
+        return self.request("GET", path, token=token)
+
+    def request(self, method: str, path: str, body: dict | None = None,
+                token: str | None | bool = True) -> Response:
+        headers = {}
+        if token is True:
+            token = self.token
+        if token:
+            headers["Authorization"] = f"token {token}"
+        data = None
+        if body is not None:
+            data = json.dumps(body)
+            headers["Content-Type"] = "application/json"
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            r = conn.getresponse()
+            return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+        finally:
+            conn.close()
