@@ -22,10 +22,10 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
+# One launcher for learners and tests (tests/test_lab.py, tests/test_browser.py run it too):
+# 127.0.0.1 + Jupyter's token, opens notebooks/00_overview.ipynb, course kernel, no news pop-ups.
 lab: install
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) \
-	    --ServerApp.root_dir="$(CURDIR)" \
-	    --LabApp.default_url=/lab/tree/notebooks/00_overview.ipynb
+	bash scripts/lab.sh --jupyter $(BIN)/jupyter --root "$(CURDIR)" --port $(PORT)
 
 # Debian's Chromium for the real-browser test (skipped with a message where it cannot be installed).
 browser-deps:

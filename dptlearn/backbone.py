@@ -12,8 +12,6 @@ image whose H and W are multiples of the patch size works without retraining a t
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -83,7 +81,7 @@ class MLP(nn.Module):
         self.out = nn.Linear(ratio * dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(F.gelu(self.fc(x)))  # (B, N, C) -> (B, N, 4C) -> (B, N, C)
+        return self.out(F.gelu(self.fc(x)))  # (B, N, C) -> (B, N, ratio*C) -> (B, N, C)
 
 
 class EncoderBlock(nn.Module):

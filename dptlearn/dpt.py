@@ -149,4 +149,4 @@ class DPTHead(nn.Module):
         path = self.fusion[0](path, layers[0], fast=fast)                 # (B, D, 8nh, 8nw)
         out_size = None if self.patch_size == 16 else (nh * self.patch_size, nw * self.patch_size)
         out = self.head(path, out_size)                                   # (B, num_channels, H, W)
-        return out.contiguous() if fast else out
+        return out   # channels-last memory on the fast path: the (B, H, W, C) permute is then free

@@ -64,7 +64,7 @@ def sources(nb: dict) -> list[str]:
 def test_fixture_exercises_hide_every_solution(tmp_path):
     nb = generated(tmp_path, crafted.solution_nb(), crafted.ASSIGNMENT)
     text = "\n".join(sources(nb))
-    for secret in ("return a + b", "range(nh)]", "patch_size / stride",
+    for secret in ("return a + b", "range(nh)]", "return patch_size / stride",
                    "Because the patch embedding", "SOLUTION", "print(to_grid"):
         assert secret not in text
     assert text.count("raise NotImplementedError(") == 3
