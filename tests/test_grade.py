@@ -255,18 +255,21 @@ def test_clean_message_strips_ansi_and_truncates():
     (["--solutions", "nowhere", "x.ipynb"], "--solutions: expected a folder"),
     ([], "the following arguments are required"),
 ])
-def test_usage_errors_exit_2(tmp_path, args, text):
+def test_usage_errors_exit_2(tmp_path, monkeypatch, capsys, args, text):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "x.ipynb").write_text("{}")
-    proc = run_grader(*args, cwd=tmp_path)
-    assert proc.returncode == 2 and text in proc.stderr, proc.stderr
+    with pytest.raises(SystemExit) as exc:
+        grade.main(args)
+    assert exc.value.code == 2 and text in capsys.readouterr().err
 
 
-def test_invalid_solutions_are_reported(tmp_path):
+def test_invalid_solutions_are_reported(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "sols").mkdir()
     (tmp_path / "sols" / "bad.ipynb").write_text("not json")
     (tmp_path / "x.ipynb").write_text("{}")
-    proc = run_grader("x.ipynb", "--solutions", "sols", cwd=tmp_path)
-    assert proc.returncode == 2 and "bad.ipynb: not a readable notebook" in proc.stderr
+    assert grade.main(["x.ipynb", "--solutions", "sols"]) == 2
+    assert "bad.ipynb: not a readable notebook" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- the course
@@ -289,3 +292,35 @@ def test_committed_exercises_match_and_grade_to_zero(tmp_path):
         assert r.score == 0 and r.max_score > 0, (r.submission, r.score)
         for e in r.exercises:
             assert "NotImplementedError" in e.message, (r.submission, e.id, e.message)
+
+
+def test_device_and_threads_reach_the_kernel_environment(tmp_path):
+    opts = grade.Options(crafted.SOLUTIONS, tmp_path, device="cuda", jobs=2)
+    env = grade._kernel_env(opts, tmp_path / "plugin")
+    assert env["DPTLEARN_DEVICE"] == "cuda"
+    assert env["PYTHONPATH"].split(os.pathsep)[:3] == [
+        str(tmp_path / "plugin"), str(ROOT), str(crafted.SOLUTIONS.resolve())]
+
+
+def test_partial_scores_from_the_running_log(tmp_path):
+    log = tmp_path / "b.checks.jsonl"
+    log.write_text('{"submission": "s1", "exercise": "add", "passed": true, "message": null}\n'
+                   '{"submission": "s1", "exercise": "grid", "passed": false, "message": "Ass')
+    got = grade.score_partial(grade.read_check_log(log)["s1"], fixture_assignment(), "late")
+    assert [(e.id, e.points, e.message) for e in got] == \
+        [("add", 1, "passed"), ("grid", 0, "late"), ("factor", 0, "late")]
+
+
+def test_watchdog_kills_a_runaway_run_and_keeps_finished_checks(tmp_path, monkeypatch):
+    """A cell that outlives the run's wall-clock limit (not the cell timeout) is cut off."""
+    nb = crafted.solution_nb()
+    crafted.set_source(nb, "grid", "solution", "import time\ntime.sleep(600)")
+    sub = tmp_path / "slow" / f"{crafted.ASSIGNMENT}.ipynb"
+    sub.parent.mkdir()
+    sub.write_text(json.dumps(nb))
+    monkeypatch.setattr(grade, "watchdog_seconds", lambda nb, timeout: 8.0)
+    opts = grade.Options(crafted.SOLUTIONS, tmp_path / "report", timeout=300)
+    (r,) = grade.grade([str(sub)], opts, progress=lambda _: None)
+    assert r.error.startswith("not graded: the notebook ran past the grader's limit of 8 s")
+    assert [e.passed for e in r.exercises][1:] == [False, False] and r.score in (0, 1)
+    assert (tmp_path / "report" / "01_fixture.junit.xml").exists()

@@ -1,0 +1,433 @@
+"""Generate the student notebooks in ``exercises/`` from the complete ones in ``solutions/``.
+
+Usage::
+
+    dptlearn-make-exercises [--solutions DIR] [--out DIR] [--lectures DIR] [--check]
+
+``solutions/*.ipynb`` are the single source. Every solution region, delimited by lines
+``### BEGIN SOLUTION`` / ``### END SOLUTION``, becomes a stub at the same indentation::
+
+    # YOUR CODE HERE
+    raise NotImplementedError("Exercise <id>: replace this stub with your code — see notebooks/<lecture>.ipynb")
+
+Cells tagged ``solution-only`` and Markdown between ``<!-- BEGIN SOLUTION -->`` and
+``<!-- END SOLUTION -->`` are dropped, outputs and execution counts are cleared, and cell
+metadata is reduced to the tags (check cells are also marked non-editable and non-deletable).
+The output is deterministic: re-running gives byte-identical files. ``--check`` writes nothing
+and exits 1 listing the files that differ from what would be generated (the drift test).
+
+The tag conventions are specified in docs/grading.md; ``read_assignment`` validates them and
+is shared with the grader. This module must not import the DPT head (it only reads JSON).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BEGIN = "### BEGIN SOLUTION"
+END = "### END SOLUTION"
+MD_BEGIN = "<!-- BEGIN SOLUTION -->"
+MD_END = "<!-- END SOLUTION -->"
+STUB = ('{indent}# YOUR CODE HERE\n'
+        '{indent}raise NotImplementedError("Exercise {id}: replace this stub with your code'
+        ' — see notebooks/{lecture}.ipynb")\n')
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+CHECK_CALL_RE = re.compile(r"\bchecks\.([A-Za-z_]\w*)\s*\(")
+POINTS_MD_RE = re.compile(r"\*\*Points:\*\*\s*(\d+)")
+ROLE_TAGS = ("exercise", "solution", "check", "solution-only")
+
+
+class SourceError(ValueError):
+    """A solution notebook breaks the conventions; the message lists every problem found."""
+
+
+@dataclass
+class Exercise:
+    """One exercise of an assignment, as declared by the tags of its cells."""
+
+    id: str
+    points: int = 0
+    lecture: str | None = None
+    check_name: str | None = None
+    check_index: int | None = None           # index of the check cell in the notebook
+    cell_indexes: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Assignment:
+    """A validated solution notebook: its JSON and its exercises in notebook order."""
+
+    name: str                                 # file stem, e.g. "03_reassemble"
+    path: Path
+    nb: dict
+    exercises: list[Exercise]
+
+    @property
+    def max_score(self) -> int:
+        return sum(ex.points for ex in self.exercises)
+
+    def check_cell(self, ex_id: str) -> dict:
+        """The original check cell of exercise ``ex_id`` (a JSON dict)."""
+        ex = next(e for e in self.exercises if e.id == ex_id)
+        return self.nb["cells"][ex.check_index]
+
+
+# ----------------------------------------------------------------------------- reading
+
+def source_of(cell: dict) -> str:
+    """A cell's source as one string (the file may hold a string or a list of lines)."""
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else str(src)
+
+
+def split_source(text: str) -> list[str]:
+    """Source in nbformat's on-disk form: a list of lines, each keeping its newline."""
+    return text.splitlines(keepends=True)
+
+
+def tags_of(cell: dict) -> list[str]:
+    tags = (cell.get("metadata") or {}).get("tags") or []
+    return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
+
+
+def load_notebook(path: Path) -> dict:
+    """Read a notebook's JSON; raise SourceError naming the file if it is not a notebook."""
+    try:
+        nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SourceError(f"{path}: not a readable notebook: {exc}") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise SourceError(f"{path}: not a notebook: expected a JSON object with a 'cells' list")
+    return nb
+
+
+def _where(path: Path, index: int, cell: dict | None = None) -> str:
+    cid = f" (id {cell['id']})" if cell is not None and cell.get("id") else ""
+    return f"{path}: cell {index}{cid}"
+
+
+def _marker_problems(text: str, begin: str, end: str) -> list[str]:
+    """Problems with the BEGIN/END markers of one cell's source (empty list when fine)."""
+    problems, open_line = [], None
+    for n, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped == begin:
+            if open_line is not None:
+                problems.append(f"line {n}: '{begin}' inside the region opened on line {open_line}")
+            open_line = n
+        elif stripped == end:
+            if open_line is None:
+                problems.append(f"line {n}: '{end}' without a matching '{begin}'")
+            open_line = None
+        elif "BEGIN SOLUTION" in stripped or "END SOLUTION" in stripped:
+            problems.append(f"line {n}: malformed marker {stripped!r}: write exactly "
+                            f"'{begin}' or '{end}' on a line of its own")
+    if open_line is not None:
+        problems.append(f"line {open_line}: '{begin}' is never closed by '{end}'")
+    return problems
+
+
+def read_assignment(path: Path, lectures_dir: Path | None = None) -> Assignment:
+    """Load and validate one solution notebook; raise SourceError listing every problem."""
+    path = Path(path)
+    nb = load_notebook(path)
+    default_lecture = ((nb.get("metadata") or {}).get("dptlearn") or {}).get("lecture")
+    problems: list[str] = []
+    exercises: dict[str, Exercise] = {}
+    intro_count: dict[str, int] = {}
+    solution_count: dict[str, int] = {}
+    for i, cell in enumerate(nb["cells"]):
+        problems += _cell_problems(path, i, cell, exercises, intro_count, solution_count)
+    for ex in exercises.values():
+        ex.lecture = ex.lecture or default_lecture
+        problems += _exercise_problems(path, nb, ex, intro_count, solution_count, lectures_dir)
+    if problems:
+        raise SourceError("\n".join(problems))
+    return Assignment(path.stem, path, nb, list(exercises.values()))
+
+
+def _cell_problems(path, i, cell, exercises, intro_count, solution_count) -> list[str]:
+    """Check one cell's tags and markers; register it with its exercise."""
+    where = _where(path, i, cell)
+    tags, text = tags_of(cell), source_of(cell)
+    ctype = cell.get("cell_type")
+    ex_tags = [t[3:] for t in tags if t.startswith("ex:")]
+    roles = [t for t in tags if t in ROLE_TAGS]
+    problems = []
+    if ctype == "code":
+        problems += [f"{where}: {p}" for p in _marker_problems(text, BEGIN, END)]
+        if BEGIN in text and "solution" not in tags:
+            problems.append(f"{where}: has '{BEGIN}' but no 'solution' tag")
+    elif ctype == "markdown":
+        problems += [f"{where}: {p}" for p in _marker_problems(text, MD_BEGIN, MD_END)]
+    if not ex_tags:
+        if roles:
+            problems.append(f"{where}: tagged {roles} but has no 'ex:<id>' tag")
+        return problems
+    if len(set(ex_tags)) > 1:
+        return problems + [f"{where}: more than one exercise tag: {ex_tags}"]
+    ex_id = ex_tags[0]
+    if not NAME_RE.match(ex_id):
+        return problems + [f"{where}: exercise id {ex_id!r} may only use letters, digits, _ . -"]
+    ex = exercises.setdefault(ex_id, Exercise(ex_id))
+    ex.cell_indexes.append(i)
+    for t in tags:
+        if t.startswith("lecture:"):
+            ex.lecture = t[len("lecture:"):]
+    if "exercise" in tags:
+        intro_count[ex_id] = intro_count.get(ex_id, 0) + 1
+        if ctype != "markdown":
+            problems.append(f"{where}: the 'exercise' intro cell must be Markdown, got {ctype}")
+    if "solution" in tags:
+        solution_count[ex_id] = solution_count.get(ex_id, 0) + 1
+        if ctype != "code" or BEGIN not in text:
+            problems.append(f"{where}: a 'solution' cell must be code with a '{BEGIN}' region")
+    if "check" in tags:
+        problems += _check_cell_problems(where, i, cell, ex, tags, text)
+    return problems
+
+
+def _check_cell_problems(where, index, cell, ex, tags, text) -> list[str]:
+    problems = []
+    if cell.get("cell_type") != "code":
+        return [f"{where}: a 'check' cell must be a code cell"]
+    if ex.check_index is not None:
+        problems.append(f"{where}: duplicate check cell for exercise {ex.id!r} "
+                        f"(the first is cell {ex.check_index})")
+    ex.check_index = index
+    pts = [t[len("points:"):] for t in tags if t.startswith("points:")]
+    if not pts:
+        problems.append(f"{where}: check cell of exercise {ex.id!r} has no 'points:<n>' tag")
+    elif len(pts) > 1 or not pts[0].isdigit() or int(pts[0]) <= 0:
+        problems.append(f"{where}: expected one tag 'points:<n>' with n a positive integer, "
+                        f"got {['points:' + p for p in pts]}")
+    else:
+        ex.points = int(pts[0])
+    call = CHECK_CALL_RE.search(text)
+    if call is None:
+        problems.append(f"{where}: a check cell must call dptlearn.checks.<name>(...), got "
+                        f"{text.strip()[:80]!r}")
+    else:
+        ex.check_name = call.group(1)
+    return problems
+
+
+def _exercise_problems(path, nb, ex, intro_count, solution_count, lectures_dir) -> list[str]:
+    """Whole-exercise rules: one intro, a solution, one check after it, a lecture."""
+    where = f"{path}: exercise {ex.id!r}"
+    problems = []
+    if intro_count.get(ex.id, 0) != 1:
+        problems.append(f"{where}: expected exactly one Markdown cell tagged 'exercise', "
+                        f"got {intro_count.get(ex.id, 0)}")
+    else:
+        problems += _intro_problems(where, nb, ex)
+    if not solution_count.get(ex.id):
+        problems.append(f"{where}: no cell tagged 'solution'")
+    solutions = [i for i in ex.cell_indexes if "solution" in tags_of(nb["cells"][i])]
+    if ex.check_index is None:
+        problems.append(f"{where}: no cell tagged 'check'")
+    elif any(i > ex.check_index for i in solutions):
+        problems.append(f"{where}: the check cell (cell {ex.check_index}) must come after the "
+                        f"exercise's solution cells")
+    if not ex.lecture:
+        problems.append(f"{where}: no lecture to point to: tag a cell 'lecture:<notebook stem>' "
+                        f"or set metadata.dptlearn.lecture")
+    elif not NAME_RE.match(ex.lecture):
+        problems.append(f"{where}: lecture name {ex.lecture!r} may only use letters, digits, _ . -")
+    elif lectures_dir is not None and not (Path(lectures_dir) / f"{ex.lecture}.ipynb").exists():
+        problems.append(f"{where}: points to lecture {ex.lecture!r}, but "
+                        f"{Path(lectures_dir) / (ex.lecture + '.ipynb')} does not exist")
+    return problems
+
+
+def _intro_problems(where, nb, ex) -> list[str]:
+    """The intro cell shows difficulty, time, the check cell's points and a hint ladder."""
+    intro = next(nb["cells"][i] for i in ex.cell_indexes if "exercise" in tags_of(nb["cells"][i]))
+    text = source_of(intro)
+    problems = [f"{where}: the intro cell lacks '{label}'"
+                for label in ("**Difficulty:**", "**Time:**", "<details>") if label not in text]
+    m = POINTS_MD_RE.search(text)
+    if m is None:
+        problems.append(f"{where}: the intro cell lacks '**Points:** <n>'")
+    elif ex.points and int(m.group(1)) != ex.points:
+        problems.append(f"{where}: the intro cell says **Points:** {m.group(1)} but the check "
+                        f"cell is tagged points:{ex.points}")
+    return problems
+
+
+# ----------------------------------------------------------------------------- writing
+
+def stub_regions(text: str, ex_id: str, lecture: str) -> str:
+    """Replace each solution region of a (validated) code cell with an indented stub."""
+    out, inside = [], False
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped == BEGIN:
+            indent = line[: len(line) - len(line.lstrip())]
+            out.append(STUB.format(indent=indent, id=ex_id, lecture=lecture))
+            inside = True
+        elif stripped == END:
+            inside = False
+        elif not inside:
+            out.append(line)
+    return "".join(out).rstrip("\n")
+
+
+def drop_md_regions(text: str) -> str:
+    """Remove Markdown solution regions (markers included)."""
+    out, inside = [], False
+    for line in text.splitlines(keepends=True):
+        if line.strip() == MD_BEGIN:
+            inside = True
+        elif line.strip() == MD_END:
+            inside = False
+        elif not inside:
+            out.append(line)
+    return "".join(out).rstrip("\n")
+
+
+def _cell_id(assignment: str, index: int) -> str:
+    return hashlib.sha1(f"{assignment}:{index}".encode()).hexdigest()[:8]
+
+
+def make_exercise_notebook(a: Assignment) -> dict:
+    """The student version of assignment ``a`` (a new JSON dict; ``a.nb`` is untouched)."""
+    lecture_of = {i: ex for ex in a.exercises for i in ex.cell_indexes}
+    with_ids = (a.nb.get("nbformat", 4), a.nb.get("nbformat_minor", 0)) >= (4, 5)
+    cells = []
+    for i, cell in enumerate(a.nb["cells"]):
+        tags = tags_of(cell)
+        if "solution-only" in tags:
+            continue
+        text = source_of(cell)
+        if cell.get("cell_type") == "code" and "solution" in tags:
+            ex = lecture_of[i]
+            text = stub_regions(text, ex.id, ex.lecture)
+        elif cell.get("cell_type") == "markdown":
+            text = drop_md_regions(text)
+        new = {"cell_type": cell.get("cell_type", "code"), "metadata": {}, "source": split_source(text)}
+        if tags:
+            new["metadata"]["tags"] = tags
+        if "check" in tags:
+            new["metadata"].update({"deletable": False, "editable": False})
+        if new["cell_type"] == "code":
+            new.update(execution_count=None, outputs=[])
+        if with_ids:
+            new["id"] = cell.get("id") or _cell_id(a.name, i)
+        cells.append(new)
+    meta = {k: v for k, v in (a.nb.get("metadata") or {}).items()
+            if k in ("kernelspec", "language_info", "dptlearn")}
+    meta["dptlearn"] = {**(meta.get("dptlearn") or {}), "assignment": a.name}
+    return {"cells": cells, "metadata": meta, "nbformat": a.nb.get("nbformat", 4),
+            "nbformat_minor": a.nb.get("nbformat_minor", 5)}
+
+
+def render(nb: dict) -> str:
+    """Serialise like nbformat does (1-space indent, sorted keys, UTF-8, final newline)."""
+    return json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_assignments(solutions: Path, lectures: Path | None = None) -> list[Assignment]:
+    """Validate every ``solutions/*.ipynb``; exercise ids must be unique across notebooks."""
+    assignments, problems, seen = [], [], {}
+    for path in sorted(Path(solutions).glob("*.ipynb")):
+        try:
+            a = read_assignment(path, lectures)
+        except SourceError as exc:
+            problems.append(str(exc))
+            continue
+        for ex in a.exercises:
+            if ex.id in seen:
+                problems.append(f"{path}: exercise id {ex.id!r} is already used in {seen[ex.id]}")
+            seen.setdefault(ex.id, path)
+        assignments.append(a)
+    if problems:
+        raise SourceError("\n".join(problems))
+    return assignments
+
+
+def generate(solutions: Path, out: Path, lectures: Path | None = None,
+             check: bool = False) -> list[Path]:
+    """Write (or, with ``check``, compare) ``out/*.ipynb``; return the files that differed.
+
+    Stale ``out/*.ipynb`` without a source in ``solutions`` are deleted (reported in check mode).
+    """
+    out = Path(out)
+    wanted = {out / f"{a.name}.ipynb": render(make_exercise_notebook(a))
+              for a in read_assignments(solutions, lectures)}
+    differing = []
+    for path, text in wanted.items():
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current != text:
+            differing.append(path)
+            if not check:
+                write_atomic(path, text)
+    for stale in sorted(out.glob("*.ipynb")) if out.is_dir() else []:
+        if stale not in wanted:
+            differing.append(stale)
+            if not check:
+                stale.unlink()
+    return differing
+
+
+def repo_root() -> Path:
+    """The checkout this package lives in (falls back to the working directory)."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "solutions").is_dir() else Path.cwd()
+
+
+def main(argv: list[str] | None = None) -> int:
+    root = repo_root()
+    p = argparse.ArgumentParser(prog="dptlearn-make-exercises", description=__doc__.split("\n\n")[0])
+    p.add_argument("--solutions", type=Path, default=root / "solutions",
+                   help="folder of complete notebooks (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=root / "exercises",
+                   help="folder to write the student notebooks to (default: %(default)s)")
+    p.add_argument("--lectures", type=Path, default=root / "notebooks",
+                   help="folder that must hold each exercise's lecture notebook; pass '' to "
+                        "skip that check (default: %(default)s)")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 listing the files that would change")
+    args = p.parse_args(argv)
+    if not args.solutions.is_dir():
+        p.error(f"--solutions: expected a folder of notebooks, got {args.solutions}")
+    lectures = args.lectures if str(args.lectures) not in ("", ".") else None
+    try:
+        differing = generate(args.solutions, args.out, lectures, check=args.check)
+    except SourceError as exc:
+        print(f"error: the solution notebooks break the exercise conventions "
+              f"(docs/grading.md):\n{exc}", file=sys.stderr)
+        return 1
+    if args.check:
+        for path in differing:
+            print(f"differs: {path}")
+        if differing:
+            print(f"{len(differing)} file(s) in {args.out} are out of date: "
+                  f"run `make exercises`", file=sys.stderr)
+        return 1 if differing else 0
+    print(f"{len(differing)} file(s) updated in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

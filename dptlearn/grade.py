@@ -1,0 +1,622 @@
+"""Grade submitted exercise notebooks with pytest + nbval (``dptlearn-grade``).
+
+Usage::
+
+    dptlearn-grade SUBMISSION.ipynb|FOLDER ... [--report-dir DIR] [--jobs N]
+                   [--device cpu|cuda] [--solutions DIR] [--timeout SECONDS]
+
+For each submission the grader
+
+1. reads it without ever writing to it, and gives a zero with a clear message when it is not
+   a notebook;
+2. finds its assignment among ``--solutions`` (``metadata.dptlearn.assignment``, else the
+   file name);
+3. writes a prepared copy into a temporary folder: outputs cleared, every check cell replaced
+   by the original from the solution notebook (matched by its ``ex:<id>`` tag; deleted ones are
+   put back after the exercise's last cell, extra ones dropped);
+4. runs ``pytest --nbval-lax --nbval-current-env`` on the copy in a subprocess, with the
+   ``_grade_plugin`` that makes check cells count and isolates timeouts and kernel crashes;
+5. scores from the JUnit XML: an exercise earns its points iff its check cell passed.
+
+Reports go to ``--report-dir`` (default ``./grading-report``): ``<name>.junit.xml`` and
+``<name>.json`` per submission, ``summary.csv`` and ``summary.md`` for the class. The exit status
+is 0 whenever grading completed, whatever the scores; 2 for usage errors. The rules are in
+docs/grading.md. This module must not import the DPT head: the graded notebooks do that.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import _grade_plugin as plugin
+from .exercises import Assignment, SourceError, read_assignments, repo_root, source_of, tags_of
+
+DEFAULT_TIMEOUT_S = 120.0
+MAX_NOTEBOOK_BYTES = 200 * 2**20
+PLUGIN_MODULE = "_dptlearn_grade_plugin"
+BATCH_SIZE = 8          # notebooks per pytest process: amortises pytest/nbval start-up (~2 s)
+
+
+@dataclass
+class ExerciseResult:
+    id: str
+    points: int
+    max_points: int
+    passed: bool
+    message: str
+
+
+@dataclass
+class Result:
+    """Everything the reports say about one submission."""
+
+    submission: str                     # the path as given on the command line
+    name: str                           # unique report file stem
+    assignment: str | None = None
+    score: int = 0
+    max_score: int = 0
+    exercises: list[ExerciseResult] = field(default_factory=list)
+    error: str | None = None
+    duration_s: float = 0.0
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["duration_s"] = round(self.duration_s, 2)
+        return d
+
+
+@dataclass
+class Options:
+    solutions: Path
+    report_dir: Path
+    timeout: float = DEFAULT_TIMEOUT_S
+    device: str | None = None
+    jobs: int = 1
+
+
+class InvalidSubmission(Exception):
+    """The submission cannot be graded (not a notebook, no matching assignment...)."""
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def expand_submissions(args: list[str]) -> list[str]:
+    """Files as given; folders become their ``*.ipynb`` files (recursively, sorted)."""
+    paths = []
+    for arg in args:
+        p = Path(arg)
+        if p.is_dir():
+            paths += [str(f) for f in sorted(p.rglob("*.ipynb"))
+                      if ".ipynb_checkpoints" not in f.parts]
+        else:
+            paths.append(arg)
+    return paths
+
+
+def report_names(paths: list[str]) -> list[str]:
+    """Unique file stems for the reports: the shortest distinguishing tail of each path.
+
+    ``alice/03.ipynb`` and ``bob/03.ipynb`` become ``alice__03`` and ``bob__03``.
+    """
+    parts = [Path(os.path.abspath(p)).with_suffix("").parts for p in paths]
+
+    def tail(i: int, k: int) -> str:
+        return "__".join(parts[i][-k:])
+
+    depth = [1] * len(paths)
+    while True:
+        names = [tail(i, depth[i]) for i in range(len(paths))]
+        grow = [i for i, n in enumerate(names) if depth[i] < len(parts[i]) and any(
+            names[j] == n and parts[j] != parts[i] for j in range(len(paths)))]
+        if not grow:
+            break
+        for i in grow:
+            depth[i] += 1
+    seen: dict[str, int] = {}
+    unique = []
+    for n in names:                      # the same path given twice: number the repeats
+        n = "".join(c if c.isalnum() or c in "._-" else "_" for c in n) or "submission"
+        seen[n] = seen.get(n, 0) + 1
+        unique.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    return unique
+
+
+def read_submission(path: Path) -> dict:
+    """Parse a submitted notebook, raising InvalidSubmission with a readable reason."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_NOTEBOOK_BYTES:
+            raise InvalidSubmission(f"not graded: the file is {size / 2**20:.0f} MiB, more than "
+                                    f"the {MAX_NOTEBOOK_BYTES // 2**20} MiB limit (clear outputs)")
+        nb = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise InvalidSubmission("not graded: the file does not exist") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidSubmission(f"not a valid notebook: the file is not JSON ({exc})") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise InvalidSubmission("not a valid notebook: expected a JSON object with a 'cells' list")
+    if nb.get("nbformat", 4) != 4:
+        raise InvalidSubmission(f"not a valid notebook: expected nbformat 4, got "
+                                f"{nb.get('nbformat')!r}; open and save it in JupyterLab")
+    for i, cell in enumerate(nb["cells"]):
+        if not (isinstance(cell, dict) and cell.get("cell_type") in ("code", "markdown", "raw")
+                and isinstance(cell.get("source", ""), (str, list))):
+            raise InvalidSubmission(f"not a valid notebook: cell {i} is not a code, markdown or "
+                                    f"raw cell with a source")
+    return nb
+
+
+def find_assignment(nb: dict | None, path: Path, assignments: list[Assignment]) -> Assignment | None:
+    """The assignment named in ``metadata.dptlearn.assignment``, else by file name.
+
+    File-name match: the stem equals an assignment's name, or starts with it (the longest wins),
+    so ``03_reassemble-alice.ipynb`` still finds ``03_reassemble``.
+    """
+    by_name = {a.name: a for a in assignments}
+    meta = (nb or {}).get("metadata") if isinstance(nb, dict) else None
+    declared = ((meta or {}).get("dptlearn") or {}) if isinstance(meta, dict) else {}
+    if isinstance(declared, dict) and declared.get("assignment") in by_name:
+        return by_name[declared["assignment"]]
+    stem = path.stem
+    if stem in by_name:
+        return by_name[stem]
+    prefixed = [a for a in assignments if stem.startswith(a.name)]
+    return max(prefixed, key=lambda a: len(a.name)) if prefixed else None
+
+
+# ----------------------------------------------------------------------------- preparing
+
+def _clean_cell(cell: dict, index: int) -> dict:
+    """A copy of ``cell`` fit to run: outputs cleared, only its tags kept as metadata."""
+    new = {"cell_type": cell["cell_type"], "metadata": {},
+           "source": source_of(cell), "id": f"cell-{index}"}
+    tags = tags_of(cell)
+    if tags:
+        new["metadata"]["tags"] = tags
+    if new["cell_type"] == "code":
+        new.update(outputs=[], execution_count=None)
+    return new
+
+
+def _exercise_of(cell: dict) -> str | None:
+    return plugin.exercise_of(tags_of(cell))
+
+
+def restore_checks(cells: list[dict], a: Assignment) -> list[dict]:
+    """Put back the solution's check cells, matching exercises by their ``ex:<id>`` tag.
+
+    A submitted check cell of a known exercise is replaced by the original in place (first one
+    only); other cells tagged ``check`` are dropped; a missing one is inserted after the last
+    cell of its exercise, or, if the exercise has no cells left, before the first cell of a
+    later exercise (else at the end).
+    """
+    known = [ex.id for ex in a.exercises]
+    placed: set[str] = set()
+    out = []
+    for cell in cells:
+        ex = _exercise_of(cell)
+        if "check" in tags_of(cell):
+            if ex in known and ex not in placed:
+                out.append(a.check_cell(ex))
+                placed.add(ex)
+            continue
+        out.append(cell)
+    for pos, ex_id in enumerate(known):
+        if ex_id not in placed:
+            out.insert(_insert_index(out, ex_id, known[pos + 1:]), a.check_cell(ex_id))
+    return out
+
+
+def _insert_index(cells: list[dict], ex_id: str, later: list[str]) -> int:
+    """Where a missing check cell of ``ex_id`` goes (see restore_checks)."""
+    mine = [i for i, c in enumerate(cells) if _exercise_of(c) == ex_id]
+    if mine:
+        return mine[-1] + 1
+    after = [i for i, c in enumerate(cells) if _exercise_of(c) in later]
+    return after[0] if after else len(cells)
+
+
+def prepare(nb: dict, a: Assignment) -> dict:
+    """The notebook that is actually run: restored checks, no outputs, tidy metadata."""
+    cells = restore_checks(list(nb["cells"]), a)
+    return {"cells": [_clean_cell(c, i) for i, c in enumerate(cells)],
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                        "language": "python"},
+                         "dptlearn": {"assignment": a.name}},
+            "nbformat": 4, "nbformat_minor": 5}
+
+
+# ----------------------------------------------------------------------------- running
+
+@dataclass
+class Staged:
+    """A prepared copy waiting to run: ``root/<key>/<assignment>.ipynb``."""
+
+    result: Result
+    assignment: Assignment
+    key: str
+    nb_path: Path
+    limit: float                        # watchdog seconds for this notebook alone
+
+
+def stage(result: Result, assignments: list[Assignment], root: Path, key: str,
+          timeout: float) -> Staged | None:
+    """Read, match and prepare one submission; None (and a zero) when it cannot be graded."""
+    path = Path(result.submission)
+    nb = None
+    try:
+        nb = read_submission(path)
+        a = find_assignment(nb, path, assignments)
+        if a is None:
+            raise InvalidSubmission(f"not graded: no assignment matches {path.name!r} (expected "
+                                    f"one of {sorted(x.name for x in assignments)})")
+        _set_assignment(result, a)
+        prepared = prepare(nb, a)
+        folder = root / key
+        folder.mkdir()
+        nb_path = folder / f"{a.name}.ipynb"
+        nb_path.write_text(json.dumps(prepared, ensure_ascii=False), encoding="utf-8")
+        return Staged(result, a, key, nb_path, watchdog_seconds(prepared, timeout))
+    except InvalidSubmission as exc:
+        a = find_assignment(nb, path, assignments)
+        if a is not None:
+            _set_assignment(result, a)
+        _fail_all(result, a, str(exc))
+    except Exception as exc:  # a grader bug must cost one submission, not the class run
+        _fail_all(result, None, plugin.clean_message(
+            f"grader error: {type(exc).__name__}: {exc}", 400))
+    return None
+
+
+def _kernel_env(opts: Options, plugin_dir: Path) -> dict:
+    """Environment of the pytest process and so of the kernels it starts."""
+    env = dict(os.environ)
+    paths = [str(plugin_dir), str(Path(__file__).resolve().parent.parent),
+             str(opts.solutions.resolve())]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    if opts.device:
+        env["DPTLEARN_DEVICE"] = opts.device
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, opts.jobs)))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, threads)
+    env.setdefault("MPLBACKEND", "Agg")
+    return env
+
+
+def watchdog_seconds(nb: dict, timeout: float) -> float:
+    """Wall-clock limit for one notebook: generous enough for a replay after every cell."""
+    n_code = sum(c["cell_type"] == "code" for c in nb["cells"])
+    return 60 + 2 * n_code * (timeout + plugin.KILL_GRACE_S + 5)
+
+
+def run_batch(batch: list[Staged], root: Path, opts: Options, tag: str) -> tuple[Path | None, Path]:
+    """Run pytest+nbval on the staged notebooks of ``batch`` in one subprocess.
+
+    Returns (the JUnit XML, or None when the run was killed or wrote none; the check log).
+    """
+    junit, jsonl, log = (root / f"{tag}{ext}" for ext in (".junit.xml", ".checks.jsonl", ".log"))
+    cmd = [sys.executable, "-m", "pytest", "-q", "--color=no", "-c", str(root / "pytest.ini"),
+           "--rootdir", str(root), "-p", "no:cacheprovider", "-p", PLUGIN_MODULE,
+           "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout", f"{opts.timeout:g}",
+           "--junitxml", str(junit), "-o", "junit_family=xunit1",
+           "--dptlearn-results", str(jsonl), "-W", "ignore"] + [str(s.nb_path) for s in batch]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=root, env=_kernel_env(opts, root / "plugin"),
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            proc.wait(timeout=sum(s.limit for s in batch))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return None, jsonl
+    return (junit if junit.exists() else None), jsonl
+
+
+def batches(staged: list[Staged], jobs: int, max_size: int) -> list[list[Staged]]:
+    """Split into at least ``jobs`` batches of at most ``max_size`` notebooks (round robin)."""
+    if not staged:
+        return []
+    n = max(min(jobs, len(staged)), -(-len(staged) // max_size))
+    return [staged[i::n] for i in range(n)]
+
+
+def run_and_score(batch: list[Staged], root: Path, opts: Options, tag: str) -> None:
+    """Run one batch and score its submissions; a batch that dies is re-run one by one."""
+    junit, jsonl = run_batch(batch, root, opts, tag)
+    groups = read_junit(junit) if junit is not None else {}
+    log = read_check_log(jsonl)
+    for s in batch:
+        if s.key in groups:
+            cases = [case_info(tc) for tc in groups[s.key]]
+            s.result.exercises = score_cases(cases, s.assignment)
+            s.result.duration_s = sum(c["time"] for c in cases)
+            write_junit(opts.report_dir / f"{s.result.name}.junit.xml", s.result.name,
+                        groups[s.key])
+        elif len(batch) > 1:
+            run_and_score([s], root, opts, f"{tag}-{s.key}")
+        else:
+            why = (f"not graded: the notebook ran past the grader's limit of {s.limit:.0f} s"
+                   if junit is None else "not graded: pytest reported nothing for this notebook")
+            s.result.exercises = score_partial(log.get(s.key, {}), s.assignment, why)
+            s.result.error = why
+            write_partial_junit(opts.report_dir / f"{s.result.name}.junit.xml", s.result)
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def read_junit(path: Path) -> dict[str, list[ET.Element]]:
+    """The testcases of a batch's JUnit XML, grouped by their ``submission`` property."""
+    groups: dict[str, list[ET.Element]] = {}
+    for tc in ET.parse(path).getroot().iter("testcase"):
+        props = {p.get("name"): p.get("value") for p in tc.iter("property")}
+        groups.setdefault(props.get("submission", ""), []).append(tc)
+    return groups
+
+
+def case_info(tc: ET.Element) -> dict:
+    """A testcase's properties plus ``outcome``, ``failure`` (its message) and ``time``."""
+    props = {p.get("name"): p.get("value") for p in tc.iter("property")}
+    bad = [el for el in tc if el.tag in ("failure", "error", "skipped")]
+    props["outcome"] = bad[0].tag if bad else "passed"
+    props["failure"] = bad[0].get("message", "") if bad else ""
+    props["time"] = float(tc.get("time") or 0)
+    return props
+
+
+def score_cases(cases: list[dict], a: Assignment) -> list[ExerciseResult]:
+    """An exercise earns its points iff its check cell passed."""
+    results = []
+    for ex in a.exercises:
+        mine = [c for c in cases if c.get("exercise") == ex.id]
+        check = next((c for c in mine if c.get("role") == "check"), None)
+        if check is None:
+            results.append(ExerciseResult(ex.id, 0, ex.points, False, "the check cell did not run"))
+            continue
+        passed = check["outcome"] == "passed"
+        message = "passed" if passed else _case_message(check)
+        before = mine[:mine.index(check)]
+        earlier = next((c for c in before if c["outcome"] in ("failure", "error")), None)
+        if not passed and earlier is not None and _case_message(earlier) != message:
+            message = (f"{plugin.clean_message(message, 200)} (earlier in this exercise: "
+                       f"{plugin.clean_message(_case_message(earlier), 120)})")
+        results.append(ExerciseResult(ex.id, ex.points if passed else 0, ex.points, passed,
+                                      plugin.clean_message(message, 400)))
+    return results
+
+
+def _case_message(case: dict) -> str:
+    return case.get("message") or case.get("failure") or case["outcome"]
+
+
+def read_check_log(jsonl: Path) -> dict[str, dict[str, dict]]:
+    """The plugin's running log: ``{submission key: {exercise id: record}}``."""
+    seen: dict[str, dict[str, dict]] = {}
+    if jsonl.exists():
+        for line in jsonl.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:      # the last line of a killed run may be cut
+                continue
+            seen.setdefault(rec["submission"], {}).setdefault(rec["exercise"], rec)
+    return seen
+
+
+def score_partial(log: dict[str, dict], a: Assignment, why: str) -> list[ExerciseResult]:
+    """Scores from the running log, for a run that left no JUnit report."""
+    results = []
+    for ex in a.exercises:
+        rec = log.get(ex.id)
+        if rec is None:
+            results.append(ExerciseResult(ex.id, 0, ex.points, False, why))
+        else:
+            results.append(ExerciseResult(ex.id, ex.points if rec["passed"] else 0, ex.points,
+                                          rec["passed"], rec["message"] or "passed"))
+    return results
+
+
+def _set_assignment(result: Result, a: Assignment) -> None:
+    result.assignment, result.max_score = a.name, a.max_score
+
+
+def _fail_all(result: Result, a: Assignment | None, message: str) -> None:
+    result.error = message
+    result.exercises = [ExerciseResult(ex.id, 0, ex.points, False, message)
+                        for ex in (a.exercises if a else [])]
+
+
+# ----------------------------------------------------------------------------- reports
+
+def write_junit(path: Path, name: str, cases: list[ET.Element]) -> None:
+    """One submission's testcases (cut from its batch's report) as a JUnit XML file."""
+    count = {k: sum(1 for tc in cases if tc.find(k) is not None)
+             for k in ("failure", "error", "skipped")}
+    suite = ET.Element("testsuite", name=name, tests=str(len(cases)),
+                       failures=str(count["failure"]), errors=str(count["error"]),
+                       skipped=str(count["skipped"]),
+                       time=f"{sum(float(tc.get('time') or 0) for tc in cases):.3f}")
+    suite.extend(cases)
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def write_error_junit(path: Path, name: str, message: str) -> None:
+    """The JUnit file of a submission that could not be run."""
+    case = ET.Element("testcase", classname=name, name="submission")
+    ET.SubElement(case, "error", message=message).text = message
+    write_junit(path, name, [case])
+
+
+def write_partial_junit(path: Path, result: Result) -> None:
+    """One testcase per exercise, for a run that left no pytest report."""
+    cases = []
+    for ex in result.exercises:
+        case = ET.Element("testcase", classname=result.name, name=f"exercise {ex.id}")
+        props = ET.SubElement(case, "properties")
+        for k, v in (("exercise", ex.id), ("role", "check"), ("points", ex.max_points)):
+            ET.SubElement(props, "property", name=k, value=str(v))
+        if not ex.passed:
+            ET.SubElement(case, "failure", message=ex.message).text = ex.message
+        cases.append(case)
+    write_junit(path, result.name, cases)
+
+
+def write_result(report_dir: Path, result: Result) -> None:
+    """``<name>.json``; also the JUnit file when no run produced one."""
+    result.score = sum(e.points for e in result.exercises)
+    junit = report_dir / f"{result.name}.junit.xml"
+    if not junit.exists():
+        write_error_junit(junit, result.name, result.error or "not graded")
+    (report_dir / f"{result.name}.json").write_text(
+        json.dumps(result.to_json(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def exercise_columns(results: list[Result]) -> list[str]:
+    """Every exercise id met, in first-seen order."""
+    cols: list[str] = []
+    for r in results:
+        cols += [e.id for e in r.exercises if e.id not in cols]
+    return cols
+
+
+def summary_csv(results: list[Result]) -> str:
+    cols = exercise_columns(results)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["submission", "report", "assignment", "score", "max_score", "error"]
+               + [f"{c}{suffix}" for c in cols for suffix in (":points", ":max", ":message")])
+    for r in results:
+        by_id = {e.id: e for e in r.exercises}
+        row = [r.submission, r.name, r.assignment or "", r.score, r.max_score, r.error or ""]
+        for c in cols:
+            e = by_id.get(c)
+            row += [e.points, e.max_points, e.message] if e else ["", "", ""]
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def _md(text: str) -> str:
+    return plugin.clean_message(text, 400).replace("|", "\\|")
+
+
+def summary_md(results: list[Result], seconds: float) -> str:
+    cols = exercise_columns(results)
+    lines = ["# Grading summary", "",
+             "| submission | assignment | score | " + " | ".join(f"`{c}`" for c in cols) + " |",
+             "|---|---|---|" + "---|" * len(cols)]
+    for r in results:
+        by_id = {e.id: e for e in r.exercises}
+        cells = []
+        for c in cols:
+            e = by_id.get(c)
+            if e is None:
+                cells.append("")
+            elif e.passed or r.error:              # a run-level error is shown once, in "score"
+                cells.append(f"{'✓' if e.passed else '✗'} {e.points}/{e.max_points}")
+            else:
+                cells.append(f"✗ {e.points}/{e.max_points}: {_md(e.message)}")
+        score = f"**{r.score}/{r.max_score}**" + (f" ({_md(r.error)})" if r.error else "")
+        lines.append(f"| {_md(r.submission)} | {r.assignment or '—'} | {score} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", f"{len(results)} submission(s) graded in {seconds:.1f} s."]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def default_solutions() -> Path:
+    return repo_root() / "solutions"
+
+
+def parse_args(argv: list[str] | None) -> tuple[list[str], Options]:
+    p = argparse.ArgumentParser(prog="dptlearn-grade",
+                                description="Grade exercise notebooks (see docs/grading.md).")
+    p.add_argument("submissions", nargs="+", metavar="SUBMISSION",
+                   help="submitted .ipynb files, or folders searched for them")
+    p.add_argument("--report-dir", type=Path, default=Path("grading-report"),
+                   help="where reports go (default: %(default)s)")
+    p.add_argument("--jobs", "-j", type=int, default=1,
+                   help="submissions graded in parallel (default: %(default)s)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="sets DPTLEARN_DEVICE for the notebooks (default: unset)")
+    p.add_argument("--solutions", type=Path, default=None,
+                   help="folder of solution notebooks (default: the repository's solutions/)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                   help="per-cell time limit in seconds (default: %(default)s)")
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs: expected a positive number, got {args.jobs}")
+    if args.timeout <= 0:
+        p.error(f"--timeout: expected a positive number of seconds, got {args.timeout}")
+    solutions = args.solutions or default_solutions()
+    if not solutions.is_dir():
+        p.error(f"--solutions: expected a folder of solution notebooks, got {solutions}")
+    subs = expand_submissions(args.submissions)
+    missing = [s for s in subs if not Path(s).is_file()]
+    if missing or not subs:
+        p.error(f"no such submission file: {', '.join(missing)}" if missing else
+                "no .ipynb files found in the given folders")
+    return subs, Options(solutions, args.report_dir, args.timeout, args.device, args.jobs)
+
+
+def grade(submissions: list[str], opts: Options, progress=print) -> list[Result]:
+    """Grade ``submissions`` (paths as given), write all reports, return the results."""
+    try:
+        assignments = read_assignments(opts.solutions)
+    except SourceError as exc:
+        raise SystemExit(f"dptlearn-grade: the solution notebooks are invalid:\n{exc}") from None
+    opts.report_dir.mkdir(parents=True, exist_ok=True)
+    for stale in opts.report_dir.glob("*.junit.xml"):
+        stale.unlink()
+    t0 = time.perf_counter()
+    results = [Result(sub, name) for sub, name in zip(submissions, report_names(submissions))]
+    with tempfile.TemporaryDirectory(prefix="dptlearn-grade-") as tmp:
+        root = Path(tmp)
+        (root / "plugin").mkdir()
+        shutil.copyfile(plugin.__file__, root / "plugin" / f"{PLUGIN_MODULE}.py")
+        (root / "pytest.ini").write_text("[pytest]\n")
+        staged = [s for i, r in enumerate(results)
+                  if (s := stage(r, assignments, root, f"s{i:04d}", opts.timeout)) is not None]
+        work = batches(staged, opts.jobs, BATCH_SIZE)
+        with ThreadPoolExecutor(max_workers=opts.jobs) as pool:
+            list(pool.map(lambda b: run_and_score(b[1], root, opts, f"batch{b[0]}"),
+                          enumerate(work)))
+    for r in results:
+        write_result(opts.report_dir, r)
+        progress(f"{r.score:>4}/{r.max_score:<4} {r.duration_s:6.1f}s  {r.submission}"
+                 + (f"  ({r.error})" if r.error else ""))
+    seconds = time.perf_counter() - t0
+    (opts.report_dir / "summary.csv").write_text(summary_csv(results), encoding="utf-8")
+    (opts.report_dir / "summary.md").write_text(summary_md(results, seconds), encoding="utf-8")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    submissions, opts = parse_args(argv)
+    try:
+        results = grade(submissions, opts)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    total = sum(r.score for r in results)
+    print(f"graded {len(results)} submission(s); reports in {opts.report_dir} "
+          f"(class total {total}/{sum(r.max_score for r in results)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
