@@ -12,7 +12,9 @@ The same maths runs two ways: the *reference* order above, in NCHW memory, and a
 path taken automatically in eval mode without autograd (``torch.inference_mode()`` or
 ``torch.no_grad()``): channels-last memory for the convs, and each fusion block's 1x1
 conv applied before the x2 upsample instead of after (they commute). Both agree to
-float32 round-off; ``fast_inference = False`` switches the fast path off.
+float32 round-off; ``fast_inference = False`` switches the fast path off. Forward hooks
+see the same values on both paths, except inside a fusion block, where ``out_conv`` then
+runs at the lower resolution (the shape tracer therefore traces the reference order).
 """
 from __future__ import annotations
 

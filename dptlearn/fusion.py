@@ -44,10 +44,8 @@ class ResidualConvUnit(nn.Module):
         self.conv1 = nn.Conv2d(dim, dim, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(dim, dim, kernel_size=3, padding=1)
 
-    def forward(self, x: torch.Tensor, fast: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(F.relu(x))            # not in place: x is needed for the skip
-        if fast:                               # inference only: reuse the conv outputs' memory
-            return self.conv2(out.relu_()).add_(x)
         out = self.conv2(F.relu(out))
         return x + out
 
@@ -75,8 +73,8 @@ class FusionBlock(nn.Module):
             if skip.shape != x.shape:
                 raise ValueError(f"FusionBlock: the path {tuple(x.shape)} and the skip {tuple(skip.shape)} must "
                                  f"have the same shape (B, D, h, w); an odd grid needs crop_to() on the path")
-            out = self.skip_unit(skip, fast).add_(out) if fast else out + self.skip_unit(skip)  # (B, D, h, w)
-        out = self.unit(out, fast)             # (B, D, h, w)
+            out = out + self.skip_unit(skip)   # (B, D, h, w)
+        out = self.unit(out)                   # (B, D, h, w)
         if fast:
             # A 1x1 conv commutes with bilinear upsampling (its weights sum to 1), so mixing
             # channels first does the same maths on 4x fewer pixels.
