@@ -98,5 +98,5 @@ def show_feature_maps(maps: Sequence[torch.Tensor], names: Sequence[str] | None 
         ax.set_xticks([]), ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.92) if title else None)
     return fig

@@ -154,7 +154,7 @@ def trace_head(head: nn.Module, tokens: Sequence[torch.Tensor], image_size: Sequ
 
     handles = []
     for name, module in dpt.named_modules():
-        if not name or isinstance(module, nn.ModuleList) or name.startswith("readout"):
+        if not name or isinstance(module, nn.ModuleList):
             continue
         handles.append(module.register_forward_pre_hook(pre_hook(name, module)))
         handles.append(module.register_forward_hook(post_hook(module)))
@@ -174,9 +174,9 @@ def trace_head(head: nn.Module, tokens: Sequence[torch.Tensor], image_size: Sequ
 
 
 def _depth(name: str) -> int:
-    """0 for a stage ('reassemble.0', 'crop', 'head'), 1 for a layer inside it, 2 below that."""
+    """0 for a stage ('readout.0', 'reassemble.0', 'crop', 'head'), 1 for a layer inside it, 2 below."""
     parts = name.split(".")
-    return len(parts) - (2 if parts[0] in ("reassemble", "project", "fusion") else 1)
+    return len(parts) - (2 if parts[0] in ("reassemble", "project", "fusion", "readout") else 1)
 
 
 def summary(head: nn.Module, tokens: Sequence[torch.Tensor], image_size: Sequence[int], depth: int = 3) -> str:
