@@ -24,7 +24,10 @@ install: $(STAMP)
 
 # One launcher for learners and tests (tests/test_lab.py, tests/test_browser.py run it too):
 # 127.0.0.1 + Jupyter's token, opens notebooks/00_overview.ipynb, course kernel, no news pop-ups.
+# The cmp line refreshes a stale settings copy (e.g. after a git pull) without reinstalling.
 lab: install
+	@cmp -s jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json \
+	    || cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	bash scripts/lab.sh --jupyter $(BIN)/jupyter --root "$(CURDIR)" --port $(PORT)
 
 # Debian's Chromium for the real-browser test (skipped with a message where it cannot be installed).

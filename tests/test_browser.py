@@ -8,12 +8,18 @@ Cells) and checks every code cell ran, no cell raised, and the pictures rendered
 Screenshot: artifacts/browser/00_overview.png.
 
 Chromium is Debian's /usr/bin/chromium (`make browser-deps`), driven through Playwright's
-Python package with executable_path; the test skips where it is missing or cannot launch.
+Python package with executable_path; the test skips where it is missing or cannot launch,
+or where the notebook does not exist.
+
+Test-only differences from a learner's `make lab`: --no-browser and a free port, throwaway
+Jupyter user dirs (tests/_lab_utils.py), and autosave off in those user settings, so the
+run never writes outputs into the repository's notebook (checked at the end).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import time
@@ -41,37 +47,48 @@ OPEN_TIMEOUT_MS = 45_000   # page load + kernel start
 RUN_TIMEOUT_MS = 75_000    # Run All Cells on notebook 00 (CPU)
 UI_TIMEOUT_MS = 10_000     # a menu opening, a listing appearing
 
-# Kernel done: idle, and either every non-empty code cell shows "[n]:" or a cell raised
-# (Run All stops there, so the later cells never get a number).
-ALL_RAN_OR_ERROR_JS = r"""
-() => {
-  const nb = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
-  const ind = nb && nb.querySelector('.jp-Notebook-ExecutionIndicator');
+# Read the DOM with textContent, not innerText: JupyterLab's default windowing mode
+# ("contentVisibility") leaves off-screen cells unrendered, and their innerText is "".
+#
+# Error outputs: JupyterLab 4.6 renders an "error" output exactly like a stderr stream
+# (same classes, data-mime-type="application/vnd.jupyter.stderr"; checked against the real
+# DOM), so an error is told apart by IPython's traceback text: "Traceback (most recent call
+# last)" or "Cell In[n], line m" (the latter also for SyntaxError). Warnings on stderr are
+# not errors (they are printed, not failed on).
+IS_ERROR_JS = r"""
+const isError = e => e.dataset.mimeType === 'application/vnd.jupyter.error' ||
+  (e.dataset.mimeType === 'application/vnd.jupyter.stderr' &&
+   /Traceback \(most recent call last\)|Cell In\[\d+\], line \d+/.test(e.textContent));
+const panel = () => document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
+const codeCells = () => Array.from(panel().querySelectorAll('.jp-Notebook .jp-CodeCell'));
+const prompt = c => c.querySelector('.jp-InputPrompt').textContent.trim();
+"""
+
+# Run All done: kernel idle, and either every non-empty code cell shows "[n]:" or a cell
+# raised (Run All stops there, so the later cells never get a number). Argument: one flag
+# per code cell, true where its source is empty (JupyterLab does not execute those).
+ALL_RAN_OR_ERROR_JS = "(empty) => {" + IS_ERROR_JS + r"""
+  const ind = panel()?.querySelector('.jp-Notebook-ExecutionIndicator');
   if (!ind || ind.dataset.status !== 'idle') return false;
-  if (nb.querySelector('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]'))
-    return true;
-  const cells = Array.from(nb.querySelectorAll('.jp-Notebook .jp-CodeCell'));
-  return cells.length > 0 && cells.every(c => {
-    const src = c.querySelector('.cm-content');
-    const prompt = c.querySelector('.jp-InputPrompt').innerText.trim();
-    return (src && src.textContent.trim() === '') || /^\[\d+\]:$/.test(prompt);
-  });
+  if (Array.from(panel().querySelectorAll('.jp-OutputArea-output')).some(isError)) return true;
+  const cells = codeCells();
+  return cells.length === empty.length &&
+         cells.every((c, i) => empty[i] || /^\[\d+\]:$/.test(prompt(c)));
 }
 """
 
-CELL_REPORT_JS = r"""
-() => Array.from(document.querySelectorAll(
-        '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-CodeCell')).map(c => ({
-  prompt: c.querySelector('.jp-InputPrompt').innerText.trim(),
-  empty: (c.querySelector('.cm-content')?.textContent ?? '').trim() === '',
-  source: (c.querySelector('.cm-content')?.innerText ?? '').slice(0, 120),
-  errors: Array.from(c.querySelectorAll(
-      '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]'))
-      .map(e => e.innerText.slice(-1500)),
-  stderr: Array.from(c.querySelectorAll(
-      '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'))
-      .map(e => e.innerText.slice(0, 300)),
-}))
+CELL_REPORT_JS = "() => {" + IS_ERROR_JS + r"""
+  return codeCells().map(c => {
+    const outs = Array.from(c.querySelectorAll('.jp-OutputArea-output'));
+    return {
+      prompt: prompt(c),
+      errors: outs.filter(isError).map(e => e.textContent.slice(-1500)),
+      stderr: outs.filter(e => !isError(e) &&
+                          e.dataset.mimeType === 'application/vnd.jupyter.stderr')
+                  .map(e => e.textContent.slice(0, 300)),
+    };
+  });
+}
 """
 
 IMAGES_JS = r"""
@@ -91,40 +108,45 @@ def notebook() -> Path:
 
 
 @pytest.fixture
-def browser(tmp_path):
+def chromium() -> Path:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: run `make browser-deps` "
                     "(scripts/install_browser.sh installs Debian's chromium)")
-    with sync_playwright() as pw:
-        try:
-            context = pw.chromium.launch_persistent_context(
-                str(tmp_path / "chromium-profile"),  # fresh user-data-dir
-                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
-                viewport={"width": 1440, "height": 1000},
-            )
-        except PlaywrightError as exc:
-            pytest.skip(f"{CHROMIUM} could not be launched: {str(exc).splitlines()[0]}")
-        try:
-            yield context
-        finally:
-            context.close()
+    return CHROMIUM
 
 
 @pytest.fixture
-def lab(tmp_path, notebook):
+def lab(tmp_path, notebook, chromium):
     # Test-side user setting only: never autosave, so running the notebook here cannot
     # write outputs back into the repository's notebooks/00_overview.ipynb.
     server = LabServer(
         tmp_path / "lab", root=ROOT,
         user_settings={"@jupyterlab/docmanager-extension:plugin": {"autosave": False}},
-    )
-    (tmp_path / "lab").mkdir()
-    server.start()
+    ).start()
     try:
         yield server
     finally:
         if server.proc.poll() is None:
             server.stop()
+
+
+@pytest.fixture
+def browser(tmp_path, lab, chromium):
+    # Requested after `lab`, so it is closed before the server is stopped.
+    with sync_playwright() as pw:
+        try:
+            context = pw.chromium.launch_persistent_context(
+                str(tmp_path / "chromium-profile"),  # fresh user-data-dir
+                executable_path=str(chromium), headless=True, args=CHROMIUM_FLAGS,
+                viewport={"width": 1440, "height": 1000},
+            )
+        except PlaywrightError as exc:
+            detail = " | ".join(line.strip() for line in str(exc).splitlines()[:6])
+            pytest.skip(f"{chromium} could not be launched: {detail}")
+        try:
+            yield context
+        finally:
+            context.close()
 
 
 def _menu(page, menu: str, item: str) -> None:
@@ -144,9 +166,14 @@ def _assert_no_popups(page, when: str) -> None:
     assert status == "No notifications", f"notification centre {when}: {status!r}"
 
 
-def test_overview_runs_in_the_browser(notebook, browser, lab):
+def test_overview_runs_in_the_browser(notebook, lab, browser):
     t0 = time.monotonic()
     digest = hashlib.sha256(notebook.read_bytes()).hexdigest()
+    # Code cell sources from the file: the DOM of off-screen editors is not reliable.
+    nb = json.loads(notebook.read_text())
+    sources = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+               for c in nb["cells"] if c["cell_type"] == "code"]
+    assert sources, f"{DEFAULT_NOTEBOOK} has no code cells"
     display_name = lab.get("/api/kernelspecs").json()["kernelspecs"]["dptlearn"]["spec"][
         "display_name"]
     page = browser.pages[0] if browser.pages else browser.new_page()
@@ -161,47 +188,59 @@ def test_overview_runs_in_the_browser(notebook, browser, lab):
         expect(page.get_by_role("main").get_by_role("tab", selected=True)).to_have_text(
             Path(DEFAULT_NOTEBOOK).name)
 
-        # Kernel started by itself (a "Select Kernel" dialog would block it) -- wait for
-        # whichever comes first, then require the kernel.
+        # The course kernel starts by itself: wait for "Python (dptlearn) | Idle" in the
+        # status bar, or for a dialog (a "Select Kernel" dialog would block the start).
+        kernel_status = page.locator(".jp-StatusBar-TextItem[title^='Change kernel']")
         page.wait_for_function(
-            "() => document.querySelector('.jp-Dialog') || document.querySelector("
-            "'.jp-NotebookPanel:not(.lm-mod-hidden) "
-            ".jp-Notebook-ExecutionIndicator[data-status=\"idle\"]')",
+            "() => document.querySelector('.jp-Dialog') || Array.from(document.querySelectorAll("
+            "'.jp-StatusBar-TextItem[title^=\"Change kernel\"]')).some("
+            "e => / \\| Idle$/.test(e.innerText.trim()))",
             timeout=OPEN_TIMEOUT_MS)
         _assert_no_popups(page, "after opening the notebook")
+        expect(kernel_status).to_have_text(f"{display_name} | Idle")
         expect(panel.locator(".jp-Toolbar-kernelName")).to_have_text(display_name)
+        sessions = lab.get("/api/sessions").json()
+        assert [(s["path"], s["kernel"]["name"]) for s in sessions] == [
+            (DEFAULT_NOTEBOOK, "dptlearn")], sessions
 
-        # The file browser shows the course folders (the repository root).
-        listing = page.locator(".jp-DirListing-content .jp-DirListing-itemText")
-        expect(listing.filter(has_text=re.compile(r"^notebooks$"))).to_have_count(
+        # File browser: opened on the notebook's folder; its home is the course root.
+        items = page.locator(".jp-DirListing-content .jp-DirListing-itemText")
+        expect(items.filter(has_text=Path(DEFAULT_NOTEBOOK).name)).to_have_count(
             1, timeout=UI_TIMEOUT_MS)
-        expect(page.locator(".jp-FileBrowser .jp-BreadCrumbs").first).to_have_text(
-            re.compile(r"^\s*/\s*$"))
+        page.locator(".jp-FileBrowser .jp-BreadCrumbs-home").first.click()
+        course_dirs = sorted(d for d in ("notebooks", "exercises", "solutions", "dptlearn")
+                             if (ROOT / d).is_dir())
+        for name in course_dirs:
+            expect(items.filter(has_text=re.compile(f"^{name}$"))).to_have_count(
+                1, timeout=UI_TIMEOUT_MS)
 
-        # Start from a clean slate (the file may hold stored outputs), then run from the menu.
+        # Start from a clean slate (the file holds stored outputs), then run from the menu.
         _menu(page, "Edit", "Clear Outputs of All Cells")
         expect(panel.locator(".jp-OutputArea-output")).to_have_count(0, timeout=UI_TIMEOUT_MS)
-        prompts = panel.locator(".jp-CodeCell .jp-InputPrompt")
-        assert prompts.count() > 0, "the notebook has no code cells"
-        assert all(p.strip() == "[ ]:" for p in prompts.all_inner_texts())
+        prompts = panel.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt")
+        expect(prompts).to_have_count(len(sources))
+        assert [p.strip() for p in prompts.all_text_contents()] == ["[ ]:"] * len(sources)
 
         t_run = time.monotonic()
         _menu(page, "Run", "Run All Cells")
-        page.wait_for_function(ALL_RAN_OR_ERROR_JS, timeout=RUN_TIMEOUT_MS, polling=250)
+        empty = [not src.strip() for src in sources]
+        page.wait_for_function(ALL_RAN_OR_ERROR_JS, arg=empty, timeout=RUN_TIMEOUT_MS,
+                               polling=250)
         run_s = time.monotonic() - t_run
 
         cells = page.evaluate(CELL_REPORT_JS)
-        errors = [(c["prompt"], c["source"], e) for c in cells for e in c["errors"]]
+        assert len(cells) == len(sources)
+        errors = [(c["prompt"], src, e) for c, src in zip(cells, sources) for e in c["errors"]]
         assert not errors, "cells raised:\n" + "\n\n".join(
-            f"{p} {src!r}\n{err}" for p, src, err in errors)
-        not_run = [c["source"] for c in cells
-                   if not c["empty"] and not re.fullmatch(r"\[\d+\]:", c["prompt"])]
+            f"{p} {src[:120]!r}\n{err}" for p, src, err in errors)
+        ran = [(c["prompt"], src) for c, src in zip(cells, sources) if src.strip()]
+        not_run = [src[:120] for p, src in ran if not re.fullmatch(r"\[\d+\]:", p)]
         assert not not_run, f"code cells without an execution count: {not_run}"
-        counts = [int(c["prompt"][1:-2]) for c in cells if not c["empty"]]
+        counts = [int(p[1:-2]) for p, _ in ran]
         assert counts == list(range(1, len(counts) + 1)), counts  # fresh kernel, in order
-        for c in cells:
+        for c, src in zip(cells, sources):
             for text in c["stderr"]:
-                print(f"stderr in {c['prompt']} {c['source']!r}: {text!r}")
+                print(f"stderr in {c['prompt']} {src[:60]!r}: {text!r}")
 
         # Pictures: every <img> in an output decoded to a real bitmap.
         page.wait_for_function(f"() => ({IMAGES_JS})().every(i => i.complete)",
@@ -211,7 +250,12 @@ def test_overview_runs_in_the_browser(notebook, browser, lab):
         assert all(i["w"] > 0 and i["h"] > 0 for i in images), images
 
         _assert_no_popups(page, "after running all cells")
-        panel.locator(".jp-OutputArea-output img").first.scroll_into_view_if_needed()
+        # Screenshot on the first picture (cells off screen are painted lazily).
+        first_image = panel.locator(".jp-OutputArea-output img").first
+        first_image.scroll_into_view_if_needed()
+        expect(first_image).to_be_in_viewport(timeout=UI_TIMEOUT_MS)
+        page.evaluate("() => new Promise(r => requestAnimationFrame(() => "
+                      "requestAnimationFrame(r)))")
         print(f"\n{len(counts)} code cells ran in {run_s:.1f}s, {len(images)} pictures; "
               f"browser test {time.monotonic() - t0:.1f}s so far")
     finally:

@@ -8,6 +8,7 @@ switched off by jupyter/overrides.json, and Ctrl-C / kill stopping it without le
 from __future__ import annotations
 
 import json
+import re
 import signal
 from urllib.parse import quote, urlsplit
 
@@ -100,12 +101,18 @@ def test_overrides_are_in_effect(lab):
 
 
 def test_server_fetches_no_news_and_checks_no_updates(lab):
-    # lab.sh also turns them off server-side, so nothing is fetched even if a learner's own
-    # settings ask for news (this closed network would just produce errors).
+    # lab.sh turns both off server-side too (--LabApp.news_url=None, NeverCheckForUpdate),
+    # so nothing is fetched even if a learner's own settings ask for news.
+    page = lab.get("/lab").body.decode()
+    match = re.search(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>',
+                      page, re.S)
+    assert match, "no page config in /lab"
+    assert json.loads(match.group(1))["news"] == {"disabled": True}
     assert lab.get("/lab/api/news").json() == {"news": []}
     assert lab.get("/lab/api/update").json() == {"notification": None}
 
 
+@pytest.mark.slow  # a server and a kernel per signal
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_stops_cleanly(tmp_path, sig):
     """Ctrl-C (SIGINT) or kill (SIGTERM): the server exits 0, its kernel goes too, port freed."""
@@ -113,10 +120,12 @@ def test_stops_cleanly(tmp_path, sig):
     try:
         r = server.request("POST", "/api/kernels", body={"name": "dptlearn"})
         assert r.status == 201, r.body
+        # (POST returns once the kernel has started: a stop signal landing while a kernel
+        # is still starting can hang jupyter_server's shutdown)
         kernel_procs = wait_for(
             lambda: psutil.Process(server.proc.pid).children(recursive=True), 30,
             "the kernel process")
-        code = server.stop(sig)
+        code = server.stop(sig, second_interrupt=False)
     finally:
         if server.proc.poll() is None:
             server.kill()
