@@ -10,7 +10,7 @@ PORT   ?= 8888
 .PHONY: install lab test test-fast notebooks exercises bench train-bench grade-bench browser-deps clean
 
 # Reinstall only when the pins or the package metadata change.
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml jupyter/overrides.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=23" "setuptools>=64" wheel
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt

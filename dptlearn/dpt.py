@@ -10,8 +10,9 @@
 
 The same maths runs two ways: the *reference* order above, in NCHW memory, and a *fast*
 path taken automatically in eval mode without autograd (``torch.inference_mode()`` or
-``torch.no_grad()``): channels-last memory for the convs, and each fusion block's 1x1
-conv applied before the x2 upsample instead of after (they commute). Both agree to
+``torch.no_grad()``): channels-last memory for the convs, each fusion block's 1x1 conv
+applied before the x2 upsample instead of after (they commute), and conv + ReLU /
+conv + residual add fused into single oneDNN kernels on the CPU (``fused.py``). Both agree to
 float32 round-off; ``fast_inference = False`` switches the fast path off. Forward hooks
 see the same values on both paths, except inside a fusion block, where ``out_conv`` then
 runs at the lower resolution (the shape tracer therefore traces the reference order).
@@ -150,5 +151,5 @@ class DPTHead(nn.Module):
         path = self.fusion[1](path, layers[1], fast=fast)                 # (B, D, 4nh, 4nw)
         path = self.fusion[0](path, layers[0], fast=fast)                 # (B, D, 8nh, 8nw)
         out_size = None if self.patch_size == 16 else (nh * self.patch_size, nw * self.patch_size)
-        out = self.head(path, out_size)                                   # (B, num_channels, H, W)
+        out = self.head(path, out_size, fast=fast)                        # (B, num_channels, H, W)
         return out   # channels-last memory on the fast path: the (B, H, W, C) permute is then free

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fused import conv_add, conv_relu
+
 
 class Upsample(nn.Module):
     """Bilinear upsampling with ``align_corners=True`` (DUSt3R's setting everywhere).
@@ -44,7 +46,9 @@ class ResidualConvUnit(nn.Module):
         self.conv1 = nn.Conv2d(dim, dim, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(dim, dim, kernel_size=3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        if fast:                               # same maths, conv+ReLU and conv+add fused
+            return conv_add(self.conv2, conv_relu(self.conv1, F.relu(x)), x)
         out = self.conv1(F.relu(x))            # not in place: x is needed for the skip
         out = self.conv2(F.relu(out))
         return x + out
@@ -73,8 +77,8 @@ class FusionBlock(nn.Module):
             if skip.shape != x.shape:
                 raise ValueError(f"FusionBlock: the path {tuple(x.shape)} and the skip {tuple(skip.shape)} must "
                                  f"have the same shape (B, D, h, w); an odd grid needs crop_to() on the path")
-            out = out + self.skip_unit(skip)   # (B, D, h, w)
-        out = self.unit(out)                   # (B, D, h, w)
+            out = out + self.skip_unit(skip, fast)  # (B, D, h, w)
+        out = self.unit(out, fast)             # (B, D, h, w)
         if fast:
             # A 1x1 conv commutes with bilinear upsampling (its weights sum to 1), so mixing
             # channels first does the same maths on 4x fewer pixels.

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fused import conv_relu
 from .fusion import Upsample
 
 
@@ -31,8 +32,8 @@ class RegressionHead(nn.Module):
         self.refine = nn.Conv2d(feature_dim // 2, last_dim, kernel_size=3, padding=1)
         self.predict = nn.Conv2d(last_dim, out_channels, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out_size: tuple[int, int] | None = None, fast: bool = False) -> torch.Tensor:
         x = self.reduce(x)                     # (B, D/2, h, w)
         x = self.upsample(x, out_size)         # (B, D/2, 2h, 2w) or (B, D/2, *out_size)
-        x = F.relu(self.refine(x))             # (B, last_dim, ...)
+        x = conv_relu(self.refine, x) if fast else F.relu(self.refine(x))  # (B, last_dim, ...)
         return self.predict(x)                 # (B, out_channels, ...)
