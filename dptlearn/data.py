@@ -193,12 +193,12 @@ def render(prims: list[Primitive], K: np.ndarray, cam_to_world: np.ndarray, imag
     normal = np.zeros((H * W, 3))
     color = np.zeros((H * W, 3))
     for p in prims:
-        tp, np_ = _intersect(p, o, d_world)
+        tp, n_p = _intersect(p, o, d_world)
         closer = tp < t
         if closer.any():
-            t[closer], normal[closer] = tp[closer], np_[closer]
+            t[closer], normal[closer] = tp[closer], n_p[closer]
             X = o + tp[closer, None] * d_world[closer]  # (P', 3)
-            color[closer] = _texture(p, X, np_[closer])
+            color[closer] = _texture(p, X, n_p[closer])
     mask = t <= max_depth  # (P,)
     light = np.array([0.4, -1.0, -0.5]) / np.linalg.norm([0.4, -1.0, -0.5])
     shade = 0.45 + 0.55 * np.clip(normal @ light, 0.0, 1.0)  # (P,)

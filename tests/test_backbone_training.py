@@ -1,0 +1,161 @@
+"""Tiny two-view backbone + DUSt3R heads: token-list contract, shapes, one-batch overfit, metrics, checkpoints."""
+import contextlib
+import io
+import math
+
+import pytest
+import torch
+
+from dptlearn.backbone import PatchEmbed, TinyDUSt3R, TinyTwoViewBackbone, sincos_pos_embed
+from dptlearn.data import SyntheticScenes
+from dptlearn.training import (ProgressBar, compute_loss, depth_metrics, load_checkpoint, save_checkpoint,
+                               train)
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: one intra-op thread is as fast and immune to a busy machine's scheduling."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+SMALL = dict(patch_size=8, enc_embed_dim=32, enc_depth=2, enc_num_heads=2, dec_embed_dim=32, dec_depth=10,
+             dec_num_heads=2, feature_dim=16, last_dim=8, layer_dims=(8, 16, 16, 32))
+
+
+def test_sincos_pos_embed_closed_form():
+    pe = sincos_pos_embed(3, 5, 8)  # 2 frequencies: 1 and 100 ** -0.5 = 0.1
+    assert pe.shape == (15, 8)
+    r, c = 2, 4
+    row = pe[r * 5 + c]  # row-major: token index = r * nw + c
+    expect = [math.sin(r), math.sin(0.1 * r), math.cos(r), math.cos(0.1 * r),
+              math.sin(c), math.sin(0.1 * c), math.cos(c), math.cos(0.1 * c)]
+    torch.testing.assert_close(row, torch.tensor(expect), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_pos_embed(2, 2, 6)
+
+
+def test_token_list_matches_the_dust3r_head_contract():
+    torch.manual_seed(0)
+    bb = TinyTwoViewBackbone(patch_size=8, enc_embed_dim=32, enc_depth=2, enc_num_heads=2,
+                             dec_embed_dim=24, dec_depth=10, dec_num_heads=2)
+    img1, img2 = torch.randn(2, 3, 32, 48), torch.randn(2, 3, 32, 48)
+    tok1, tok2 = bb(img1, img2)
+    N = (32 // 8) * (48 // 8)
+    for tok in (tok1, tok2):
+        assert len(tok) == 11
+        assert tok[0].shape == (2, N, 32)
+        assert all(t.shape == (2, N, 24) for t in tok[1:])
+    single = bb(img1)
+    assert isinstance(single, list) and len(single) == 11
+
+
+def test_encoder_is_per_view_and_decoder_cross_attends():
+    torch.manual_seed(0)
+    bb = TinyTwoViewBackbone(patch_size=8, enc_embed_dim=32, enc_depth=1, enc_num_heads=2,
+                             dec_embed_dim=32, dec_depth=10, dec_num_heads=2)
+    img1 = torch.randn(1, 3, 16, 24)
+    a, _ = bb(img1, torch.randn(1, 3, 16, 24))
+    b, _ = bb(img1, torch.randn(1, 3, 16, 24))
+    torch.testing.assert_close(a[0], b[0], atol=1e-6, rtol=1e-6)  # encoder output sees only its own view
+    assert (a[1] - b[1]).abs().max() > 1e-4  # first decoder block already reads the other view
+
+
+def test_model_outputs_and_input_checks():
+    torch.manual_seed(0)
+    model = TinyDUSt3R(**SMALL, device="cpu")
+    res1, res2 = model(torch.randn(2, 3, 32, 48), torch.randn(2, 3, 32, 48))
+    for res in (res1, res2):
+        assert res["pts3d"].shape == (2, 32, 48, 3) and res["conf"].shape == (2, 32, 48)
+        assert (res["conf"] > 1).all()  # DUSt3R's conf_mode ('exp', 1, inf): 1 + e^x
+    mono = TinyDUSt3R(**SMALL, two_heads=False, device="cpu")
+    r1, r2 = mono(torch.randn(1, 3, 32, 48))
+    assert r1["pts3d"].shape == (1, 32, 48, 3) and r2 is None
+    with pytest.raises(ValueError, match="dec_depth >= 10"):
+        TinyDUSt3R(**{**SMALL, "dec_depth": 8}, device="cpu")
+    with pytest.raises(ValueError, match="multiples of patch_size 8"):
+        PatchEmbed(8, 16)(torch.randn(1, 3, 30, 48))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        PatchEmbed(8, 16)(torch.randn(1, 1, 32, 48))
+    with pytest.raises(ValueError, match="two views"):
+        model(torch.randn(1, 3, 32, 48))
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return SyntheticScenes(4, (32, 48), seed=1).batch(range(4))
+
+
+def test_one_batch_overfit_drives_the_loss_down(scenes):
+    torch.manual_seed(0)
+    model = TinyDUSt3R(**SMALL, device="cpu")
+    batch = {k: v[:2] for k, v in scenes.items()}
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses, regr = [], []
+    for _ in range(40):
+        loss, logs = compute_loss(model, batch, "conf")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        regr.append(logs["regr"])
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0] - 0.5  # conf loss: starts around sum of errors (> 1 for two views)
+    assert regr[-1] < 0.5 * regr[0]  # the normalised 3D error at least halves
+
+
+def test_train_loop_with_l1_depth_loss(scenes):
+    torch.manual_seed(0)
+    model = TinyDUSt3R(**SMALL, two_heads=False, device="cpu")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        hist = train(model, scenes, steps=30, batch_size=2, lr=3e-3, warmup=5, loss="l1", log_every=10)
+    assert hist["step"] == [10, 20, 30] and len(hist["loss"]) == 3
+    assert hist["loss"][-1] < 0.7 * hist["loss"][0]
+    assert "30/30" in out.getvalue()
+    with pytest.raises(ValueError, match="'conf' or 'l1'"):
+        compute_loss(model, scenes, "l2")
+
+
+def test_depth_metrics_closed_form():
+    gt = torch.tensor([[[1.0, 2.0, 4.0, 9.0]]])
+    m = torch.tensor([[[True, True, True, False]]])
+    exact = depth_metrics(3 * gt, gt, m, align="median")  # median scaling undoes a global factor
+    assert exact["absrel"] == pytest.approx(0.0, abs=1e-6) and exact["delta1"] == pytest.approx(1.0)
+    raw = depth_metrics(3 * gt, gt, m, align="none")
+    assert raw["absrel"] == pytest.approx(2.0) and raw["delta1"] == pytest.approx(0.0)
+    pred = torch.tensor([[[1.1, 2.0, 6.0, 0.0]]])
+    # no alignment: |0.1|/1, 0/2, 2/4 -> AbsRel 0.2; ratios 1.1, 1, 1.5 -> 2 of 3 under 1.25
+    hand = depth_metrics(pred, gt, m, align="none")
+    assert hand["absrel"] == pytest.approx(0.2, rel=1e-6) and hand["delta1"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="align"):
+        depth_metrics(pred, gt, m, align="mean")
+
+
+def test_progress_bar_text():
+    out = io.StringIO()
+    bar = ProgressBar(4, width=8, file=out)
+    bar.update(2, loss=0.5)
+    bar.update(4, loss=0.25)
+    text = out.getvalue()
+    assert "\r[####....] 2/4 loss 0.5000" in text and "\r[########] 4/4 loss 0.2500" in text
+    assert text.endswith("\n")
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = TinyDUSt3R(**SMALL, device="cpu")
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, model, {"loss": [1.0, 0.5]})
+    loaded, hist = load_checkpoint(path, device="cpu")
+    assert hist == {"loss": [1.0, 0.5]} and loaded.config == model.config
+    x1, x2 = torch.randn(1, 3, 32, 48), torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        a, b = model(x1, x2)[0]["pts3d"], loaded(x1, x2)[0]["pts3d"]
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    torch.save({"weights": 1}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="'config' and 'state_dict'"):
+        load_checkpoint(tmp_path / "bad.pt")
