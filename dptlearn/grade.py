@@ -4,6 +4,7 @@ Usage::
 
     dptlearn-grade SUBMISSION.ipynb|FOLDER ... [--report-dir DIR] [--jobs N]
                    [--device cpu|cuda] [--solutions DIR] [--timeout SECONDS]
+                   [--no-warm-kernels]
 
 For each submission the grader
 
@@ -16,6 +17,8 @@ For each submission the grader
    put back after the exercise's last cell, extra ones dropped);
 4. runs ``pytest --nbval-lax --nbval-current-env`` on the copy in a subprocess, with the
    ``_grade_plugin`` that makes check cells count and isolates timeouts and kernel crashes;
+   each notebook gets its own kernel, forked from a server that has already imported the
+   modules the solutions' set-up cells import (``preload_modules``);
 5. scores from the JUnit XML: an exercise earns its points iff its check cell passed.
 
 Reports go to ``--report-dir`` (default ``./grading-report``): ``<name>.junit.xml`` and
@@ -26,6 +29,7 @@ docs/grading.md. This module must not import the DPT head: the graded notebooks 
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import io
 import json
@@ -47,7 +51,8 @@ from .exercises import Assignment, SourceError, read_assignments, repo_root, sou
 DEFAULT_TIMEOUT_S = 120.0
 MAX_NOTEBOOK_BYTES = 200 * 2**20
 PLUGIN_MODULE = "_dptlearn_grade_plugin"
-BATCH_SIZE = 8          # notebooks per pytest process: amortises pytest/nbval start-up (~2 s)
+BATCH_SIZE = 48         # notebooks per pytest process: amortises pytest/nbval and fork-server
+                        # start-up (~2 CPU-s each) over many notebooks
 
 
 @dataclass
@@ -85,6 +90,7 @@ class Options:
     timeout: float = DEFAULT_TIMEOUT_S
     device: str | None = None
     jobs: int = 1
+    warm_kernels: bool = True           # fork kernels from a server that pre-imported modules
 
 
 class InvalidSubmission(Exception):
@@ -281,6 +287,35 @@ def stage(result: Result, assignments: list[Assignment], root: Path, key: str,
     return None
 
 
+def preload_modules(assignments: list[Assignment]) -> list[str]:
+    """Modules that the solutions' set-up cells (code cells of no exercise) import.
+
+    The warm-kernel server imports them once; every kernel forked from it starts with them in
+    ``sys.modules``. Set-up cells run first in every submission, so a kernel that would have
+    imported them anyway sees no difference. ``from a import b`` also names ``a.b`` (it may be
+    a submodule; the server skips what does not import).
+    """
+    mods: list[str] = []
+    for a in assignments:
+        for cell in a.nb["cells"]:
+            if cell.get("cell_type") != "code" or _exercise_of(cell) is not None:
+                continue
+            src = "\n".join(line for line in source_of(cell).splitlines()
+                            if not line.lstrip().startswith(("%", "!")))
+            try:
+                tree = ast.parse(src)
+            except SyntaxError:
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    mods += [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    mods += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names
+                                             if alias.name != "*"]
+    return list(dict.fromkeys(m for m in mods if m != "__future__"
+                              and not m.startswith("__future__.")))
+
+
 def _kernel_env(opts: Options, plugin_dir: Path) -> dict:
     """Environment of the pytest process and so of the kernels it starts."""
     env = dict(os.environ)
@@ -294,7 +329,7 @@ def _kernel_env(opts: Options, plugin_dir: Path) -> dict:
     threads = str(max(1, (os.cpu_count() or 1) // max(1, opts.jobs)))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(var, threads)
-    env.setdefault("MPLBACKEND", "Agg")
+    env["MPLBACKEND"] = "Agg"       # figures are never compared: don't render them
     return env
 
 
@@ -304,7 +339,8 @@ def watchdog_seconds(nb: dict, timeout: float) -> float:
     return 60 + 2 * n_code * (timeout + plugin.KILL_GRACE_S + 5)
 
 
-def run_batch(batch: list[Staged], root: Path, opts: Options, tag: str) -> tuple[Path | None, Path]:
+def run_batch(batch: list[Staged], root: Path, opts: Options, tag: str,
+              preload: list[str] | None = None) -> tuple[Path | None, Path]:
     """Run pytest+nbval on the staged notebooks of ``batch`` in one subprocess.
 
     Returns (the JUnit XML, or None when the run was killed or wrote none; the check log).
@@ -314,7 +350,10 @@ def run_batch(batch: list[Staged], root: Path, opts: Options, tag: str) -> tuple
            "--rootdir", str(root), "-p", "no:cacheprovider", "-p", PLUGIN_MODULE,
            "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout", f"{opts.timeout:g}",
            "--junitxml", str(junit), "-o", "junit_family=xunit1",
-           "--dptlearn-results", str(jsonl), "-W", "ignore"] + [str(s.nb_path) for s in batch]
+           "--dptlearn-results", str(jsonl), "-W", "ignore"]
+    if preload is not None:
+        cmd.append(f"--dptlearn-preload={','.join(preload)}")
+    cmd += [str(s.nb_path) for s in batch]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=root, env=_kernel_env(opts, root / "plugin"),
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -336,9 +375,10 @@ def batches(staged: list[Staged], jobs: int, max_size: int) -> list[list[Staged]
     return [staged[i::n] for i in range(n)]
 
 
-def run_and_score(batch: list[Staged], root: Path, opts: Options, tag: str) -> None:
+def run_and_score(batch: list[Staged], root: Path, opts: Options, tag: str,
+                  preload: list[str] | None = None) -> None:
     """Run one batch and score its submissions; a batch that dies is re-run one by one."""
-    junit, jsonl = run_batch(batch, root, opts, tag)
+    junit, jsonl = run_batch(batch, root, opts, tag, preload)
     groups = read_junit(junit) if junit is not None else {}
     log = read_check_log(jsonl)
     for s in batch:
@@ -349,7 +389,7 @@ def run_and_score(batch: list[Staged], root: Path, opts: Options, tag: str) -> N
             write_junit(opts.report_dir / f"{s.result.name}.junit.xml", s.result.name,
                         groups[s.key])
         elif len(batch) > 1:
-            run_and_score([s], root, opts, f"{tag}-{s.key}")
+            run_and_score([s], root, opts, f"{tag}-{s.key}", preload)
         else:
             why = (f"not graded: the notebook ran past the grader's limit of {s.limit:.0f} s"
                    if junit is None else "not graded: pytest reported nothing for this notebook")
@@ -557,6 +597,9 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Options]:
                    help="folder of solution notebooks (default: the repository's solutions/)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
                    help="per-cell time limit in seconds (default: %(default)s)")
+    p.add_argument("--no-warm-kernels", dest="warm_kernels", action="store_false",
+                   help="start every kernel from scratch instead of forking it from a server "
+                        "that has imported the solutions' modules (slower; same scores)")
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error(f"--jobs: expected a positive number, got {args.jobs}")
@@ -570,7 +613,8 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Options]:
     if missing or not subs:
         p.error(f"no such submission file: {', '.join(missing)}" if missing else
                 "no .ipynb files found in the given folders")
-    return subs, Options(solutions, args.report_dir, args.timeout, args.device, args.jobs)
+    return subs, Options(solutions, args.report_dir, args.timeout, args.device, args.jobs,
+                         args.warm_kernels)
 
 
 def grade(submissions: list[str], opts: Options, progress=print) -> list[Result]:
@@ -592,8 +636,9 @@ def grade(submissions: list[str], opts: Options, progress=print) -> list[Result]
         staged = [s for i, r in enumerate(results)
                   if (s := stage(r, assignments, root, f"s{i:04d}", opts.timeout)) is not None]
         work = batches(staged, opts.jobs, BATCH_SIZE)
+        preload = preload_modules(assignments) if opts.warm_kernels else None
         with ThreadPoolExecutor(max_workers=opts.jobs) as pool:
-            list(pool.map(lambda b: run_and_score(b[1], root, opts, f"batch{b[0]}"),
+            list(pool.map(lambda b: run_and_score(b[1], root, opts, f"batch{b[0]}", preload),
                           enumerate(work)))
     for r in results:
         write_result(opts.report_dir, r)

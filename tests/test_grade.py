@@ -324,3 +324,93 @@ def test_watchdog_kills_a_runaway_run_and_keeps_finished_checks(tmp_path, monkey
     assert r.error.startswith("not graded: the notebook ran past the grader's limit of 8 s")
     assert [e.passed for e in r.exercises][1:] == [False, False] and r.score in (0, 1)
     assert (tmp_path / "report" / "01_fixture.junit.xml").exists()
+
+
+# ----------------------------------------------------------------------------- warm kernels
+
+PROBE = """import os, random, sys
+facts = {"pid": os.getpid(), "cwd": os.getcwd(), "path0": sys.path[0],
+         "parent": open(f"/proc/{os.getppid()}/cmdline").read().replace("\\0", " "),
+         "random": random.random(), "mpl": os.environ.get("MPLBACKEND"), "path": sys.path,
+         "leak": "leak" in globals(), "preloaded": "fixture_checks" in sys.modules}
+leak = 1
+with open(os.environ["PROBE_OUT"], "a") as fh:
+    fh.write(repr(facts) + "\\n")
+"""
+
+
+def probe_submissions(tmp_path: Path, n: int) -> list[str]:
+    nb = crafted.solution_nb()
+    nb["cells"].insert(0, crafted.code_cell(PROBE))
+    paths = []
+    for i in range(n):
+        sub = tmp_path / f"student{i}" / f"{crafted.ASSIGNMENT}.ipynb"
+        sub.parent.mkdir(parents=True)
+        sub.write_text(json.dumps(nb))
+        paths.append(str(sub))
+    return paths
+
+
+def read_probes(path: Path) -> list[dict]:
+    import ast
+    return [ast.literal_eval(line) for line in path.read_text().splitlines()]
+
+
+def test_every_notebook_gets_its_own_fresh_kernel(tmp_path, monkeypatch):
+    """Warm kernels are forked from the preloading server; each is a separate process that
+    sees none of another notebook's names, has its own random state and runs in its copy's
+    folder, with the sys.path and environment of a kernel started from scratch (cold)."""
+    probes = {}
+    for warm in (True, False):
+        out = tmp_path / f"probes-{warm}.txt"
+        monkeypatch.setenv("PROBE_OUT", str(out))
+        subs = probe_submissions(tmp_path / str(warm), 3)
+        opts = grade.Options(crafted.SOLUTIONS, tmp_path / f"report-{warm}", timeout=30,
+                             jobs=1, warm_kernels=warm)
+        results = grade.grade(subs, opts, progress=lambda _: None)
+        assert [(r.score, r.error) for r in results] == [(crafted.MAX_SCORE, None)] * 3
+        probes[warm] = read_probes(out)
+    for warm, got in probes.items():
+        assert len(got) == 3 and len({p["pid"] for p in got}) == 3
+        assert all(("--fork-server" in p["parent"]) == warm for p in got)
+        assert all(p["preloaded"] == warm for p in got)   # fixture_checks: a set-up import
+        assert len({p["random"] for p in got}) == 3
+        assert not any(p["leak"] for p in got)
+        assert all(p["mpl"] == "Agg" for p in got)
+        assert len({p["cwd"] for p in got}) == 3
+        assert not any(str(tmp_path) in p["cwd"] for p in got)   # a copy, not the submission
+        for p in got:                                             # no kernel outlives the run
+            with pytest.raises(ProcessLookupError):
+                os.kill(p["pid"], 0)
+
+    def normal(p):
+        return [x.replace(os.path.dirname(p["cwd"]), "ROOT") for x in p["path"]]
+    assert normal(probes[True][0]) == normal(probes[False][0])
+
+
+def test_preload_modules_come_from_set_up_cells():
+    a = fixture_assignment()
+    assert grade.preload_modules([a]) == ["fixture_checks"]
+    a.nb["cells"] = [crafted.code_cell("%matplotlib inline\nimport os.path, json as j\n"
+                                       "from collections import abc\nfrom . import rel"),
+                     crafted.code_cell("import secret_solution_module", ["ex:add", "solution"]),
+                     crafted.code_cell("this is not python")] + a.nb["cells"]
+    assert grade.preload_modules([a])[:4] == ["os.path", "json", "collections",
+                                              "collections.abc"]
+    assert "secret_solution_module" not in grade.preload_modules([a])
+
+
+def test_launcher_falls_back_to_a_plain_kernel_without_its_server(tmp_path):
+    warm = plugin.WarmKernels([], str(tmp_path))
+    warm.proc.kill()
+    warm.proc.wait()
+    km, kc = warm.start_kernel(str(tmp_path), 60)
+    try:
+        seen = []
+        kc.execute_interactive("import os; print(os.getppid())", timeout=60,
+                               output_hook=lambda m: seen.append(m["content"].get("text", "")))
+        assert "".join(seen).strip() == str(os.getpid())      # exec'd in place of the launcher
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        warm.close()
