@@ -68,19 +68,41 @@ def compute_loss(model: TinyDUSt3R, batch: dict[str, torch.Tensor], loss: str = 
     raise ValueError(f"expected loss 'conf' or 'l1', got {loss!r}")
 
 
+def lr_factor(step: int, steps: int, warmup: int = 20, final: float = 0.0, shape: str = "cosine") -> float:
+    """Learning-rate multiplier at 0-based `step` of `steps`: linear warm-up (s + 1) / warmup for the first
+    `warmup` steps, times a decay from 1 to `final` over all `steps` ('cosine': final + (1 - final) *
+    (1 + cos(pi s / steps)) / 2; 'linear': final + (1 - final) * (1 - s / steps)). final=0 with 'cosine'
+    is `train`'s original schedule."""
+    if shape not in ("cosine", "linear"):
+        raise ValueError(f"expected shape 'cosine' or 'linear', got {shape!r}")
+    if not 0.0 <= final <= 1.0:
+        raise ValueError(f"expected final in [0, 1], got {final}")
+    frac = min(step, steps) / steps
+    decay = 0.5 * (1 + math.cos(math.pi * frac)) if shape == "cosine" else 1.0 - frac
+    return min(1.0, (step + 1) / max(1, warmup)) * (final + (1.0 - final) * decay)
+
+
 def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_size: int = 16, lr: float = 2e-3,
           weight_decay: float = 0.05, warmup: int = 20, loss: str = "conf", alpha: float = 0.2, seed: int = 0,
-          log_every: int = 10, progress: bool = True) -> dict[str, list[float]]:
-    """AdamW with linear warm-up and cosine decay. Returns {'step': [...], 'loss': [...]} (every log_every steps,
-    each entry the mean loss since the previous one) plus 'seconds'."""
+          log_every: int = 10, progress: bool = True, final_lr: float = 0.0, schedule: str = "cosine",
+          clip: float = 1.0, ema: float = 0.0, betas: tuple[float, float] = (0.9, 0.95)) -> dict[str, list[float]]:
+    """AdamW with linear warm-up and cosine decay (see `lr_factor`; `final_lr` is the end multiplier, `schedule`
+    'cosine' or 'linear'). `clip` > 0 clips the gradient norm; `ema` > 0 keeps an exponential moving average of
+    the weights (decay `ema`, bias-corrected) and copies it into the model at the end. Returns
+    {'step': [...], 'loss': [...]} (every log_every steps, each entry the mean loss since the previous one)
+    plus 'seconds'."""
     if steps < 1 or batch_size < 1:
         raise ValueError(f"expected steps >= 1 and batch_size >= 1, got {steps} and {batch_size}")
+    if not 0.0 <= ema < 1.0:
+        raise ValueError(f"expected ema in [0, 1), got {ema}")
+    lr_factor(0, steps, warmup, final_lr, schedule)  # validates final_lr and schedule
     device = next(model.parameters()).device
     n = data["img1"].shape[0]
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=tuple(betas))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, warmup, final_lr, schedule))
+    params = [p for p in model.parameters() if p.requires_grad]
+    avg = [p.detach().clone() for p in params] if ema else None
     bar = ProgressBar(steps) if progress else None
     history, running, t0 = {"step": [], "loss": []}, [], time.perf_counter()
     model.train()
@@ -90,9 +112,14 @@ def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_si
         value, _ = compute_loss(model, batch, loss, alpha)
         opt.zero_grad(set_to_none=True)
         value.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         sched.step()
+        if avg is not None:
+            with torch.no_grad():  # bias-corrected EMA: early steps are not pulled towards the initial weights
+                d = min(ema, (1.0 + step) / (10.0 + step))
+                torch._foreach_lerp_(avg, [p.detach() for p in params], 1.0 - d)
         running.append(value.item())
         if step % log_every == 0 or step == steps:
             history["step"].append(step)
@@ -100,6 +127,10 @@ def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_si
             running = []
             if bar:
                 bar.update(step, loss=history["loss"][-1])
+    if avg is not None:
+        with torch.no_grad():
+            for p, a in zip(params, avg):
+                p.copy_(a)
     history["seconds"] = time.perf_counter() - t0
     return history
 

@@ -159,3 +159,44 @@ def test_checkpoint_round_trip(tmp_path):
     torch.save({"weights": 1}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="'config' and 'state_dict'"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_lr_factor_closed_form():
+    from dptlearn.training import lr_factor
+    # warm-up: (s + 1) / warmup, times the cosine decay
+    assert lr_factor(0, 100, warmup=10) == pytest.approx(0.1 * 1.0)
+    assert lr_factor(4, 100, warmup=10) == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 0.04)))
+    assert lr_factor(50, 100, warmup=10) == pytest.approx(0.5)  # cosine half-way
+    assert lr_factor(100, 100, warmup=10) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(150, 100, warmup=10) == pytest.approx(0.0, abs=1e-12)  # clamps past the end
+    # floor: final + (1 - final) * decay
+    assert lr_factor(50, 100, warmup=10, final=0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(100, 100, warmup=10, final=0.1) == pytest.approx(0.1)
+    assert lr_factor(25, 100, warmup=1, shape="linear") == pytest.approx(0.75)
+    assert lr_factor(0, 100, warmup=0) == pytest.approx(1.0)  # no warm-up
+    # the default schedule is the original min(1, (s+1)/warmup) * (1 + cos(pi s / steps)) / 2, bit for bit
+    for s in (0, 7, 19, 20, 333, 999, 1000):
+        orig = min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, 1000) / 1000))
+        assert lr_factor(s, 1000, 20) == orig
+    with pytest.raises(ValueError, match="'cosine' or 'linear'"):
+        lr_factor(0, 10, shape="step")
+    with pytest.raises(ValueError, match="final"):
+        lr_factor(0, 10, final=1.5)
+
+
+def test_train_options_are_deterministic_and_ema_applies(scenes):
+    def run(**kw):
+        torch.manual_seed(0)
+        model = TinyDUSt3R(**SMALL, two_heads=False, device="cpu")
+        hist = train(model, scenes, steps=6, batch_size=2, lr=3e-3, warmup=2, log_every=3, progress=False, **kw)
+        return model, hist
+    a, ha = run(ema=0.9, final_lr=0.1, schedule="linear", clip=0.5)
+    b, hb = run(ema=0.9, final_lr=0.1, schedule="linear", clip=0.5)
+    assert ha["loss"] == hb["loss"]
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, atol=0, rtol=0)
+    c, hc = run(final_lr=0.1, schedule="linear", clip=0.5)  # same trajectory without EMA: same losses, other weights
+    assert hc["loss"] == ha["loss"]
+    assert any((pa - pc).abs().max() > 0 for pa, pc in zip(a.parameters(), c.parameters()))
+    with pytest.raises(ValueError, match="ema"):
+        run(ema=1.0)
