@@ -23,7 +23,7 @@ from dptlearn.training import evaluate, save_checkpoint, train
 
 # The configuration the README quotes; every value can be overridden on the command line.
 # One head (view 1, DUSt3R's loss on its point map), 16-pixel patches: the fastest configuration to learn depth.
-DEFAULTS = dict(height=64, width=96, train_scenes=768, test_scenes=64, steps=900, batch_size=16, lr=4e-3,
+DEFAULTS = dict(height=64, width=96, train_scenes=768, test_scenes=64, steps=820, batch_size=16, lr=4e-3,
                 patch_size=16, two_heads=0, loss="conf", seed=0, test_seed=10_000, threads=2,
                 # optimiser / schedule (see dptlearn.training.train and lr_factor)
                 warmup=20, final_lr=0.0, schedule="cosine", weight_decay=0.05, clip=1.0, ema=0.0,
