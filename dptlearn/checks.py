@@ -147,6 +147,21 @@ def _run(name: str, fn: Callable, *args, what: str = "your code", hint: str | No
                              + (f" — hint: {hint}" if hint else "")) from e
 
 
+def _expect_value_error(name: str, call: Callable[[], object], what: str, why: str,
+                        returned: Callable[[object], str] = repr, tail: str = "") -> None:
+    """Fail unless ``call()`` raises ValueError; ``what`` names the call, ``why`` the rule it must enforce."""
+    try:
+        got = call()
+    except ValueError:
+        return
+    except NotImplementedError as e:
+        _fail(name, f"not implemented yet — your code raised NotImplementedError ({e}): replace the stub "
+                    f"with your code")
+    except Exception as e:  # noqa: BLE001 - anything the student's code raises
+        _fail(name, f"{what} should raise ValueError ({why}), got {type(e).__name__}: {e}")
+    _fail(name, f"{what} should raise ValueError ({why}), but you returned {returned(got)}{tail}")
+
+
 def _shape(t) -> tuple:
     return tuple(t.shape)
 
@@ -293,18 +308,8 @@ def hook_indices(student: Callable[[int], Sequence[int]], device=None) -> None:
         diag = next((msg for k, msg in known if got == k), None)
         _fail(name, f"dec_depth={L}: expected {want}, got {got}" + (f" — {diag}" if diag else ""))
     for L in (9, 8):
-        try:
-            got = student(L)
-        except ValueError:
-            continue
-        except NotImplementedError as e:
-            _fail(name, f"not implemented yet — your code raised NotImplementedError ({e}): replace the stub "
-                        f"with your code")
-        except Exception as e:  # noqa: BLE001
-            _fail(name, f"dec_depth={L} should raise ValueError (DUSt3R requires dec_depth > 9), "
-                        f"got {type(e).__name__}: {e}")
-        _fail(name, f"dec_depth={L} should raise ValueError: DUSt3R's DPT head requires dec_depth > 9, "
-                    f"but you returned {got!r}")
+        _expect_value_error(name, lambda: student(L), f"dec_depth={L}",
+                            "DUSt3R's DPT head requires dec_depth > 9")
     _passed(name, "dec_depth 10, 12, 13, 14, 24; ValueError for 8 and 9")
 
 
@@ -337,16 +342,8 @@ def select_hooked_tokens(student: Callable, device=None) -> None:
                     _fail(name, f"item {i} is tokens[{same[0]}], expected tokens[{h}] (hooks {hooks}, in order)")
                 _fail(name, f"item {i} should be tokens[{h}] unchanged, (B, N, C) = {_shape(tokens[h])}; got a "
                             f"tensor of shape {_shape(t)} that equals none of the layers")
-        try:
-            got = student(tokens[:9], hooks)
-        except ValueError:
-            pass
-        except Exception as e:  # noqa: BLE001
-            _fail(name, f"a 9-layer list with hooks {hooks} should raise ValueError (saying the hooks need "
-                        f"{max(hooks) + 1} layers), got {type(e).__name__}: {e}")
-        else:
-            _fail(name, f"a 9-layer list with hooks {hooks} should raise ValueError, but you returned "
-                        f"{type(got).__name__}")
+        _expect_value_error(name, lambda: student(tokens[:9], hooks), f"a 9-layer list with hooks {hooks}",
+                            f"saying the hooks need {max(hooks) + 1} layers", returned=lambda g: type(g).__name__)
     _passed(name, "hooks [0, 5, 7, 10] over 11 layers, list or tuple input; ValueError when too short")
 
 
@@ -446,15 +443,9 @@ def patch_grid(student: Callable, device=None) -> None:
                         f"image_size is (H, W) (rows first), so nh = H // p and nw = W // p")
         _fail(name, f"patch_grid({size}, {p}): expected (nh, nw) = {want}, got {got}")
     for size, p in (((500, 512), 16), ((384, 500), 16)):
-        try:
-            got = student(size, p)
-        except ValueError:
-            continue
-        except Exception as e:  # noqa: BLE001
-            _fail(name, f"patch_grid({size}, {p}) should raise ValueError, got {type(e).__name__}: {e}")
-        _fail(name, f"patch_grid({size}, {p}) should raise ValueError ({size[0] if size[0] % p else size[1]} is "
-                    f"not a multiple of {p}), but you returned {got!r}: rounding down silently would give an "
-                    f"output smaller than the image")
+        _expect_value_error(name, lambda: student(size, p), f"patch_grid({size}, {p})",
+                            f"{size[0] if size[0] % p else size[1]} is not a multiple of {p}",
+                            tail=": rounding down silently would give an output smaller than the image")
     _passed(name, "(336, 512), (384, 512), (224, 224) with p=16, (518, 392) with p=14; ValueError for non-multiples")
 
 

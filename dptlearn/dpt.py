@@ -88,8 +88,9 @@ class DPTHead(nn.Module):
     def use_fast_path(self) -> bool:
         return self.fast_inference and not self.training and not torch.is_grad_enabled()
 
-    def check_tokens(self, tokens: Sequence[torch.Tensor], image_size: Sequence[int]) -> tuple[int, int]:
-        """Validate the token list against the image size; return the patch grid (nh, nw)."""
+    def check_tokens(self, tokens: Sequence[torch.Tensor], image_size: Sequence[int]
+                     ) -> tuple[int, int, list[torch.Tensor]]:
+        """Validate the token list against the image size; return the patch grid and the hooked layers."""
         H, W = check_image_size(image_size)
         nh, nw = patch_grid((H, W), self.patch_size)
         if self.num_layers is not None and isinstance(tokens, (list, tuple)) and len(tokens) != self.num_layers:
@@ -126,7 +127,7 @@ class DPTHead(nn.Module):
                              f"{self.patch_size} gives a {nh}x{nw} grid = {nh * nw} tokens"
                              + (f" + {self.n_prefix} prefix" if self.n_prefix else "")
                              + f": expected ({B}, {N}, {C}), got {tuple(t.shape)}")
-        return nh, nw
+        return nh, nw, hooked
 
     def forward(self, tokens: Sequence[torch.Tensor], image_size: Sequence[int]) -> torch.Tensor:
         """``tokens``: list of (B, N, C) layer outputs; ``image_size``: (H, W). Returns (B, num_channels, H, W).
@@ -135,9 +136,8 @@ class DPTHead(nn.Module):
         equals the decoder width, so transposed decoder tokens have the right shape and go
         through silently; only the layout you build them with can prevent that.
         """
-        nh, nw = self.check_tokens(tokens, image_size)
+        nh, nw, layers = self.check_tokens(tokens, image_size)           # 4 x (B, N, C_i)
         fast = self.use_fast_path()
-        layers = select_hooked_tokens(tokens, self.hooks)                 # 4 x (B, N, C_i)
         if self.readout is not None:
             layers = [r(t) for r, t in zip(self.readout, layers)]       # 4 x (B, nh*nw, C_i)
         layers = [self.to_grid(t, nh, nw) for t in layers]               # 4 x (B, C_i, nh, nw)

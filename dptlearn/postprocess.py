@@ -25,13 +25,18 @@ CONF_MODES = ("exp", "sigmoid")
 EPS = 1e-8
 
 
+def _unpack_mode(mode: Sequence, arg: str, label: str, names: tuple[str, ...], example: str) -> tuple:
+    """``(name, vmin, vmax)`` with a known ``name``, or a ValueError naming ``arg``."""
+    if not isinstance(mode, (tuple, list)) or len(mode) != 3:
+        raise ValueError(f"{arg} must be a tuple (name, vmin, vmax) like {example}, got {mode!r}")
+    if mode[0] not in names:
+        raise ValueError(f"{label} mode must be one of {names}, got {mode[0]!r}")
+    return tuple(mode)
+
+
 def check_depth_mode(mode: Sequence) -> tuple[str, float, float]:
     """Validate ``(name, vmin, vmax)``; DUSt3R supports only unbounded depth modes."""
-    if not isinstance(mode, (tuple, list)) or len(mode) != 3:
-        raise ValueError(f"depth_mode must be a tuple (name, vmin, vmax) like ('exp', -inf, inf), got {mode!r}")
-    name, vmin, vmax = mode
-    if name not in DEPTH_MODES:
-        raise ValueError(f"depth mode must be one of {DEPTH_MODES}, got {name!r}")
+    name, vmin, vmax = _unpack_mode(mode, "depth_mode", "depth", DEPTH_MODES, "('exp', -inf, inf)")
     if not (vmin == -math.inf and vmax == math.inf):
         raise ValueError(f"depth mode bounds must be (-inf, inf) (DUSt3R rejects finite ones), got ({vmin}, {vmax})")
     return name, float(vmin), float(vmax)
@@ -39,11 +44,7 @@ def check_depth_mode(mode: Sequence) -> tuple[str, float, float]:
 
 def check_conf_mode(mode: Sequence) -> tuple[str, float, float]:
     """Validate ``(name, vmin, vmax)`` for the confidence channel."""
-    if not isinstance(mode, (tuple, list)) or len(mode) != 3:
-        raise ValueError(f"conf_mode must be a tuple (name, vmin, vmax) like ('exp', 1, inf), got {mode!r}")
-    name, vmin, vmax = mode
-    if name not in CONF_MODES:
-        raise ValueError(f"confidence mode must be one of {CONF_MODES}, got {name!r}")
+    name, vmin, vmax = _unpack_mode(mode, "conf_mode", "confidence", CONF_MODES, "('exp', 1, inf)")
     if not vmin < vmax or math.isinf(vmin):
         raise ValueError(f"confidence bounds need a finite vmin < vmax, got ({vmin}, {vmax})")
     if name == "sigmoid" and math.isinf(vmax):
