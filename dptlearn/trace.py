@@ -60,9 +60,7 @@ class TraceRow:
     kind: str                          # e.g. 'ReassembleBranch x4'
     inputs: list[tuple[int, ...]]      # tensor inputs, in call order
     output: dict[str, tuple[int, ...]] | tuple[int, ...]
-    params: int = 0
     macs: int = 0                      # this call's convolution MACs (leaves only)
-
     depth: int = 0                     # 0: a stage, 1: a layer inside it, 2: inside that
 
 
@@ -140,7 +138,7 @@ def trace_head(head: nn.Module, tokens: Sequence[torch.Tensor], image_size: Sequ
                 k = calls[name] = calls.get(name, -1) + 1
                 label = f"to_grid.{k}"
             row = TraceRow(label, describe(module), [s for s in (_shape(a) for a in args) if s is not None],
-                           (), sum(p.numel() for p in module.parameters()), 0, _depth(name))
+                           (), 0, _depth(name))
             rows.append(row)
             open_rows.append(row)
         return hook
