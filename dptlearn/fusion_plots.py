@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from .postprocess import conf_activation, depth_activation
+from .trace import fmt_shape
 
 
 def _shape(t: torch.Tensor) -> str:
-    return str(tuple(t.shape))  # '(1, 3, 22, 32)', and '(8,)' for a 1-d tensor
+    return fmt_shape(t.shape)
 
 
 def upsample_positions(n_in: int, align_corners: bool) -> torch.Tensor:

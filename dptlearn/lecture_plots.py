@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from matplotlib.patches import FancyBboxPatch
 
+from .trace import fmt_shape
+
 # 3x5 bitmaps of the digits 0-9, one string per row ("#" = ink).
 _DIGITS = {
     "0": ("###", "#.#", "#.#", "#.#", "###"), "1": (".#.", "##.", ".#.", ".#.", "###"),
@@ -27,7 +29,7 @@ _DIGITS = {
 
 
 def _shape(x) -> str:
-    return "(" + ", ".join(str(s) for s in x.shape) + ")"
+    return fmt_shape(x.shape)
 
 
 def numbered_patches(nh: int, nw: int, patch_size: int = 16) -> torch.Tensor:

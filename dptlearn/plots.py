@@ -12,11 +12,13 @@ import numpy as np
 import torch
 from matplotlib.patches import FancyBboxPatch
 
+from .trace import fmt_shape
+
 
 def _fmt(shape) -> str:
     if isinstance(shape, dict):
-        return "\n".join(f"{k} {tuple(v)}" for k, v in shape.items())
-    return "(" + ", ".join(str(s) for s in shape) + ")"
+        return "\n".join(f"{k} {fmt_shape(v)}" for k, v in shape.items())
+    return fmt_shape(shape)
 
 
 def _box(ax, x, y, text, color, w=2.5, h=0.55):

@@ -25,7 +25,8 @@ def _shape(x: Any) -> tuple[int, ...] | None:
 
 
 def fmt_shape(shape: Sequence[int]) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ")"
+    """'(1, 768, 1024)'; a 1-d shape prints as '(8,)'."""
+    return str(tuple(int(s) for s in shape))
 
 
 def describe(module: nn.Module) -> str:
