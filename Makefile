@@ -9,7 +9,7 @@ PORT   ?= 8888
 
 .PHONY: install lab test test-fast notebooks exercises bench train-bench grade-bench browser-deps clean
 
-# Reinstall only when the pins or the package metadata change.
+# Reinstall only when the pins, the package metadata or the lab settings change.
 $(STAMP): requirements.txt pyproject.toml jupyter/overrides.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=23" "setuptools>=64" wheel
@@ -24,10 +24,8 @@ install: $(STAMP)
 
 # One launcher for learners and tests (tests/test_lab.py, tests/test_browser.py run it too):
 # 127.0.0.1 + Jupyter's token, opens notebooks/00_overview.ipynb, course kernel, no news pop-ups.
-# The cmp line refreshes a stale settings copy (e.g. after a git pull) without reinstalling.
+# A changed jupyter/overrides.json re-runs the install step (it is a prerequisite of the stamp).
 lab: install
-	@cmp -s jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json \
-	    || cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	bash scripts/lab.sh --jupyter $(BIN)/jupyter --root "$(CURDIR)" --port $(PORT)
 
 # Debian's Chromium for the real-browser test (skipped with a message where it cannot be installed).
