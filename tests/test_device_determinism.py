@@ -81,3 +81,21 @@ def test_training_mode_and_autograd_take_the_reference_path():
     out["pts3d"].sum().backward()
     assert head.dpt.head.predict.weight.grad is not None
     assert head.dpt.fusion[0].skip_unit.conv1.weight.grad.abs().sum() > 0
+
+
+def test_hooks_see_every_conv_call_on_the_fast_path():
+    """Fused kernels bypass a conv's module call, so a conv with a hook must not be fused."""
+    torch.manual_seed(0)
+    head = dust3r_dpt_head(**SMALL, device="cpu")
+    conv = head.dpt.fusion[0].unit.conv1
+    seen = []
+    handle = conv.register_forward_hook(lambda m, args, out: seen.append((args[0].clone(), out.clone())))
+    try:
+        with torch.inference_mode():
+            head(tokens((64, 96), "cpu"), (64, 96))
+    finally:
+        handle.remove()
+    assert len(seen) == 1
+    x, out = seen[0]
+    with torch.no_grad():
+        torch.testing.assert_close(out, torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1))
