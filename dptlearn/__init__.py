@@ -1,17 +1,36 @@
 """dptlearn: how a Vision Transformer's tokens become dense predictions through a DPT head.
 
-The head is built from one small module per stage (see ``docs/API.md``):
+The package's top level is the head, one small module per stage (see ``docs/API.md``):
 
-    tokens.py      pick the hooked layers, drop prefix/readout tokens
+    tokens.py      pick the hooked layers, drop or mix prefix/readout tokens
     grid.py        token sequence (B, N, C)  <->  image grid (B, C, nh, nw)
-    reassemble.py  resample each hooked grid to 1/4, 1/8, 1/16, 1/32 of the image
-    fusion.py      residual conv units and RefineNet-style fusion blocks
+    reassemble.py  the four-level pyramid at 1/4, 1/8, 1/16, 1/32 of the image
+    fusion.py      residual conv units, RefineNet-style fusion blocks, the coarse-to-fine path
     head.py        the regression head (to full resolution)
     postprocess.py DUSt3R's depth and confidence parametrisations
     dpt.py         the assembled head
     dust3r.py      DUSt3R's factory and checkpoint loader (every compatibility quirk)
+    fused.py       the fast inference path's fused convolutions (one switch)
+    device.py      the one device switch
+
+Beneath it, in their own folders, the tools built on the head (they import it, never the reverse):
+
+    viz/     shape formatting, the shape tracer, figures by topic
+    course/  exercise checks, the exercise generator, the grader
+    train/   synthetic scenes, the tiny backbone, losses, the training loop
+
+``from dptlearn import checks`` (used by the exercise notebooks) resolves to ``dptlearn.course.checks``.
 """
+import importlib
+
 from .device import get_device
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "get_device"]
+
+
+def __getattr__(name: str):
+    # The exercise notebooks say ``from dptlearn import checks``; the checks live in course/.
+    if name == "checks":
+        return importlib.import_module("dptlearn.course.checks")
+    raise AttributeError(f"module 'dptlearn' has no attribute {name!r}")

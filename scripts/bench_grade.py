@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dptlearn import grade  # noqa: E402
+from dptlearn.course.grading import grade  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "grading" / "fixtures" / "solutions"
 TARGET_S = 300

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dptlearn import exercises
-from dptlearn.exercises import BEGIN, END, SourceError
+from dptlearn.course import exercises
+from dptlearn.course.exercises import BEGIN, END, SourceError
 
 sys.path.insert(0, str(Path(__file__).parent / "grading"))
 import crafted  # noqa: E402

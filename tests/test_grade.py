@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from dptlearn import _grade_plugin as plugin
-from dptlearn import exercises, grade
+from dptlearn.course import exercises
+from dptlearn.course.grading import grade
 
 sys.path.insert(0, str(Path(__file__).parent / "grading"))
 import crafted  # noqa: E402
@@ -35,7 +36,7 @@ def sha256(path: Path) -> str:
 def run_grader(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
-    return subprocess.run([sys.executable, "-m", "dptlearn.grade", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "dptlearn.course.grading.grade", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 
 

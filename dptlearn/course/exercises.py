@@ -392,7 +392,7 @@ def generate(solutions: Path, out: Path, lectures: Path | None = None,
 
 def repo_root() -> Path:
     """The checkout this package lives in (falls back to the working directory)."""
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]
     return here if (here / "solutions").is_dir() else Path.cwd()
 
 

@@ -32,14 +32,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from . import dust3r as _dust3r
-from . import fusion as _fusion
-from . import grid as _grid
-from . import head as _head
-from . import postprocess as _post
-from . import reassemble as _reassemble
-from . import tokens as _tokens
-from .device import get_device
+from ... import dust3r as _dust3r
+from ... import fusion as _fusion
+from ... import grid as _grid
+from ... import head as _head
+from ... import postprocess as _post
+from ... import reassemble as _reassemble
+from ... import tokens as _tokens
+from ...device import get_device
 
 __all__ = [
     "hook_indices", "select_hooked_tokens", "apply_readout", "ReadoutProject",

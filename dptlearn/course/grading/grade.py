@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import csv
-import io
 import json
 import os
 import shutil
@@ -42,45 +40,19 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import _grade_plugin as plugin
-from .exercises import Assignment, SourceError, read_assignments, repo_root, source_of, tags_of
+from . import plugin
+from ..exercises import Assignment, SourceError, read_assignments, repo_root, source_of, tags_of
+from .report import (ExerciseResult, Result, summary_csv, summary_md, write_junit,
+                     write_partial_junit, write_result)
+from .submissions import InvalidSubmission, expand_submissions, find_assignment, read_submission, report_names
 
 DEFAULT_TIMEOUT_S = 120.0
-MAX_NOTEBOOK_BYTES = 200 * 2**20
 PLUGIN_MODULE = "_dptlearn_grade_plugin"
 BATCH_SIZE = 48         # notebooks per pytest process: amortises pytest/nbval and fork-server
                         # start-up (~2 CPU-s each) over many notebooks
-
-
-@dataclass
-class ExerciseResult:
-    id: str
-    points: int
-    max_points: int
-    passed: bool
-    message: str
-
-
-@dataclass
-class Result:
-    """Everything the reports say about one submission."""
-
-    submission: str                     # the path as given on the command line
-    name: str                           # unique report file stem
-    assignment: str | None = None
-    score: int = 0
-    max_score: int = 0
-    exercises: list[ExerciseResult] = field(default_factory=list)
-    error: str | None = None
-    duration_s: float = 0.0
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["duration_s"] = round(self.duration_s, 2)
-        return d
 
 
 @dataclass
@@ -92,95 +64,6 @@ class Options:
     jobs: int = 1
     warm_kernels: bool = True           # fork kernels from a server that pre-imported modules
 
-
-class InvalidSubmission(Exception):
-    """The submission cannot be graded (not a notebook, no matching assignment...)."""
-
-
-# ----------------------------------------------------------------------------- inputs
-
-def expand_submissions(args: list[str]) -> list[str]:
-    """Files as given; folders become their ``*.ipynb`` files (recursively, sorted)."""
-    paths = []
-    for arg in args:
-        p = Path(arg)
-        if p.is_dir():
-            paths += [str(f) for f in sorted(p.rglob("*.ipynb"))
-                      if ".ipynb_checkpoints" not in f.parts]
-        else:
-            paths.append(arg)
-    return paths
-
-
-def report_names(paths: list[str]) -> list[str]:
-    """Unique file stems for the reports: the shortest distinguishing tail of each path.
-
-    ``alice/03.ipynb`` and ``bob/03.ipynb`` become ``alice__03`` and ``bob__03``.
-    """
-    parts = [Path(os.path.abspath(p)).with_suffix("").parts for p in paths]
-
-    def tail(i: int, k: int) -> str:
-        return "__".join(parts[i][-k:])
-
-    depth = [1] * len(paths)
-    while True:
-        names = [tail(i, depth[i]) for i in range(len(paths))]
-        grow = [i for i, n in enumerate(names) if depth[i] < len(parts[i]) and any(
-            names[j] == n and parts[j] != parts[i] for j in range(len(paths)))]
-        if not grow:
-            break
-        for i in grow:
-            depth[i] += 1
-    seen: dict[str, int] = {}
-    unique = []
-    for n in names:                      # the same path given twice: number the repeats
-        n = "".join(c if c.isalnum() or c in "._-" else "_" for c in n) or "submission"
-        seen[n] = seen.get(n, 0) + 1
-        unique.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
-    return unique
-
-
-def read_submission(path: Path) -> dict:
-    """Parse a submitted notebook, raising InvalidSubmission with a readable reason."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_NOTEBOOK_BYTES:
-            raise InvalidSubmission(f"not graded: the file is {size / 2**20:.0f} MiB, more than "
-                                    f"the {MAX_NOTEBOOK_BYTES // 2**20} MiB limit (clear outputs)")
-        nb = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise InvalidSubmission("not graded: the file does not exist") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidSubmission(f"not a valid notebook: the file is not JSON ({exc})") from None
-    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
-        raise InvalidSubmission("not a valid notebook: expected a JSON object with a 'cells' list")
-    if nb.get("nbformat", 4) != 4:
-        raise InvalidSubmission(f"not a valid notebook: expected nbformat 4, got "
-                                f"{nb.get('nbformat')!r}; open and save it in JupyterLab")
-    for i, cell in enumerate(nb["cells"]):
-        if not (isinstance(cell, dict) and cell.get("cell_type") in ("code", "markdown", "raw")
-                and isinstance(cell.get("source", ""), (str, list))):
-            raise InvalidSubmission(f"not a valid notebook: cell {i} is not a code, markdown or "
-                                    f"raw cell with a source")
-    return nb
-
-
-def find_assignment(nb: dict | None, path: Path, assignments: list[Assignment]) -> Assignment | None:
-    """The assignment named in ``metadata.dptlearn.assignment``, else by file name.
-
-    File-name match: the stem equals an assignment's name, or starts with it (the longest wins),
-    so ``03_reassemble-alice.ipynb`` still finds ``03_reassemble``.
-    """
-    by_name = {a.name: a for a in assignments}
-    meta = (nb or {}).get("metadata") if isinstance(nb, dict) else None
-    declared = ((meta or {}).get("dptlearn") or {}) if isinstance(meta, dict) else {}
-    if isinstance(declared, dict) and declared.get("assignment") in by_name:
-        return by_name[declared["assignment"]]
-    stem = path.stem
-    if stem in by_name:
-        return by_name[stem]
-    prefixed = [a for a in assignments if stem.startswith(a.name)]
-    return max(prefixed, key=lambda a: len(a.name)) if prefixed else None
 
 
 # ----------------------------------------------------------------------------- preparing
@@ -319,7 +202,7 @@ def preload_modules(assignments: list[Assignment]) -> list[str]:
 def _kernel_env(opts: Options, plugin_dir: Path) -> dict:
     """Environment of the pytest process and so of the kernels it starts."""
     env = dict(os.environ)
-    paths = [str(plugin_dir), str(Path(__file__).resolve().parent.parent),
+    paths = [str(plugin_dir), str(Path(__file__).resolve().parents[3]),
              str(opts.solutions.resolve())]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
@@ -478,102 +361,6 @@ def _fail_all(result: Result, a: Assignment | None, message: str) -> None:
     result.error = message
     result.exercises = [ExerciseResult(ex.id, 0, ex.points, False, message)
                         for ex in (a.exercises if a else [])]
-
-
-# ----------------------------------------------------------------------------- reports
-
-def write_junit(path: Path, name: str, cases: list[ET.Element]) -> None:
-    """One submission's testcases (cut from its batch's report) as a JUnit XML file."""
-    count = {k: sum(1 for tc in cases if tc.find(k) is not None)
-             for k in ("failure", "error", "skipped")}
-    suite = ET.Element("testsuite", name=name, tests=str(len(cases)),
-                       failures=str(count["failure"]), errors=str(count["error"]),
-                       skipped=str(count["skipped"]),
-                       time=f"{sum(float(tc.get('time') or 0) for tc in cases):.3f}")
-    suite.extend(cases)
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
-
-
-def write_error_junit(path: Path, name: str, message: str) -> None:
-    """The JUnit file of a submission that could not be run."""
-    case = ET.Element("testcase", classname=name, name="submission")
-    ET.SubElement(case, "error", message=message).text = message
-    write_junit(path, name, [case])
-
-
-def write_partial_junit(path: Path, result: Result) -> None:
-    """One testcase per exercise, for a run that left no pytest report."""
-    cases = []
-    for ex in result.exercises:
-        case = ET.Element("testcase", classname=result.name, name=f"exercise {ex.id}")
-        props = ET.SubElement(case, "properties")
-        for k, v in (("exercise", ex.id), ("role", "check"), ("points", ex.max_points)):
-            ET.SubElement(props, "property", name=k, value=str(v))
-        if not ex.passed:
-            ET.SubElement(case, "failure", message=ex.message).text = ex.message
-        cases.append(case)
-    write_junit(path, result.name, cases)
-
-
-def write_result(report_dir: Path, result: Result) -> None:
-    """``<name>.json``; also the JUnit file when no run produced one."""
-    result.score = sum(e.points for e in result.exercises)
-    junit = report_dir / f"{result.name}.junit.xml"
-    if not junit.exists():
-        write_error_junit(junit, result.name, result.error or "not graded")
-    (report_dir / f"{result.name}.json").write_text(
-        json.dumps(result.to_json(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def exercise_columns(results: list[Result]) -> list[str]:
-    """Every exercise id met, in first-seen order."""
-    cols: list[str] = []
-    for r in results:
-        cols += [e.id for e in r.exercises if e.id not in cols]
-    return cols
-
-
-def summary_csv(results: list[Result]) -> str:
-    cols = exercise_columns(results)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["submission", "report", "assignment", "score", "max_score", "error"]
-               + [f"{c}{suffix}" for c in cols for suffix in (":points", ":max", ":message")])
-    for r in results:
-        by_id = {e.id: e for e in r.exercises}
-        row = [r.submission, r.name, r.assignment or "", r.score, r.max_score, r.error or ""]
-        for c in cols:
-            e = by_id.get(c)
-            row += [e.points, e.max_points, e.message] if e else ["", "", ""]
-        w.writerow(row)
-    return buf.getvalue()
-
-
-def _md(text: str) -> str:
-    return plugin.clean_message(text, 400).replace("|", "\\|")
-
-
-def summary_md(results: list[Result], seconds: float) -> str:
-    cols = exercise_columns(results)
-    lines = ["# Grading summary", "",
-             "| submission | assignment | score | " + " | ".join(f"`{c}`" for c in cols) + " |",
-             "|---|---|---|" + "---|" * len(cols)]
-    for r in results:
-        by_id = {e.id: e for e in r.exercises}
-        cells = []
-        for c in cols:
-            e = by_id.get(c)
-            if e is None:
-                cells.append("")
-            elif e.passed or r.error:              # a run-level error is shown once, in "score"
-                cells.append(f"{'✓' if e.passed else '✗'} {e.points}/{e.max_points}")
-            else:
-                cells.append(f"✗ {e.points}/{e.max_points}: {_md(e.message)}")
-        score = f"**{r.score}/{r.max_score}**" + (f" ({_md(r.error)})" if r.error else "")
-        lines.append(f"| {_md(r.submission)} | {r.assignment or '—'} | {score} | "
-                     + " | ".join(cells) + " |")
-    lines += ["", f"{len(results)} submission(s) graded in {seconds:.1f} s."]
-    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- CLI

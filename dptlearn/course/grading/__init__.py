@@ -1,0 +1,1 @@
+"""dptlearn-grade: grade a class's exercise notebooks (see docs/grading.md)."""
