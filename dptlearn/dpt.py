@@ -13,9 +13,10 @@ path taken automatically in eval mode without autograd (``torch.inference_mode()
 ``torch.no_grad()``): channels-last memory for the convs, each fusion block's 1x1 conv
 applied before the x2 upsample instead of after (they commute), and conv + ReLU /
 conv + residual add fused into single oneDNN kernels on the CPU (``fused.py``). Both agree to
-float32 round-off; ``fast_inference = False`` switches the fast path off. Forward hooks
-see the same values on both paths, except inside a fusion block, where ``out_conv`` then
-runs at the lower resolution (the shape tracer therefore traces the reference order).
+float32 round-off; ``head.fast_inference = False`` switches the fast path off for every stage
+(``fused.set_fast_inference``). Forward hooks see the same values on both paths, except inside
+a fusion block, where ``out_conv`` then runs at the lower resolution (the shape tracer
+therefore traces the reference order).
 """
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .fusion import CropTo, FusionBlock
-from .grid import check_image_size, patch_grid, tokens_to_grid
+from .fused import FastPath, set_fast_inference
+from .fusion import FusionBlock, fuse_pyramid
+from .grid import check_image_size, patch_grid, positive_int, tokens_to_grid
 from .head import RegressionHead
-from .reassemble import REASSEMBLE_FACTORS, ReassembleBranch
+from .reassemble import Reassemble
 from .tokens import Readout, select_hooked_tokens
 
 
@@ -38,7 +40,7 @@ class TokensToGrid(nn.Module):
         return tokens_to_grid(tokens, nh, nw)
 
 
-class DPTHead(nn.Module):
+class DPTHead(FastPath, nn.Module):
     """A DPT head over four hooked token layers.
 
     Args:
@@ -65,10 +67,10 @@ class DPTHead(nn.Module):
             raise ValueError(f"hooks must be increasing non-negative layer indices, got {list(hooks)}")
         if num_layers is not None and num_layers <= max(hooks):
             raise ValueError(f"num_layers={num_layers} is too short for hooks {list(hooks)}")
-        if not isinstance(patch_size, int) or patch_size < 1:
-            raise ValueError(f"patch_size must be a positive int, got {patch_size!r}")
+        positive_int("patch_size", patch_size)
         if readout is None and n_prefix:
             raise ValueError(f"n_prefix={n_prefix} prefix tokens need a readout mode ('ignore', 'add' or 'project')")
+        self._fast_inference = True
         self.dim_tokens, self.hooks = tuple(dim_tokens), tuple(hooks)
         self.patch_size, self.num_layers, self.num_channels = patch_size, num_layers, num_channels
         self.feature_dim = feature_dim
@@ -76,17 +78,20 @@ class DPTHead(nn.Module):
         self.readout = (nn.ModuleList(Readout(readout, c, n_prefix) for c in dim_tokens)
                         if readout is not None else None)
         self.to_grid = TokensToGrid()
-        self.reassemble = nn.ModuleList(ReassembleBranch(c, d, f)
-                                        for c, d, f in zip(dim_tokens, layer_dims, REASSEMBLE_FACTORS))
-        self.project = nn.ModuleList(nn.Conv2d(d, feature_dim, kernel_size=3, padding=1, bias=False)
-                                     for d in layer_dims)
+        self.reassemble = Reassemble(dim_tokens, layer_dims, feature_dim)
         self.fusion = nn.ModuleList(FusionBlock(feature_dim, with_skip=i < 3) for i in range(4))
-        self.crop = CropTo()
-        self.head = RegressionHead(feature_dim, last_dim, num_channels)
-        self.fast_inference = True
+        self.head = RegressionHead(feature_dim, last_dim, num_channels, scale=patch_size / 8)
 
-    def use_fast_path(self) -> bool:
-        return self.fast_inference and not self.training and not torch.is_grad_enabled()
+    @property
+    def fast_inference(self) -> bool:
+        """The fast inference path's switch for the whole head (every stage follows it)."""
+        return self._fast_inference
+
+    @fast_inference.setter
+    def fast_inference(self, on: bool) -> None:
+        self._fast_inference = bool(on)
+        for stage in self.children():
+            set_fast_inference(stage, on)
 
     def check_tokens(self, tokens: Sequence[torch.Tensor], image_size: Sequence[int]
                      ) -> tuple[int, int, list[torch.Tensor]]:
@@ -97,7 +102,7 @@ class DPTHead(nn.Module):
             raise ValueError(f"expected a list of {self.num_layers} token tensors (encoder output + "
                              f"{self.num_layers - 1} decoder blocks), got {len(tokens)}")
         hooked = select_hooked_tokens(tokens, self.hooks)
-        param = self.project[0].weight
+        param = self.reassemble.project[0].weight
         N = nh * nw + self.n_prefix
         B = None
         for h, t, C in zip(self.hooks, hooked, self.dim_tokens):
@@ -137,19 +142,11 @@ class DPTHead(nn.Module):
         through silently; only the layout you build them with can prevent that.
         """
         nh, nw, layers = self.check_tokens(tokens, image_size)           # 4 x (B, N, C_i)
-        fast = self.use_fast_path()
         if self.readout is not None:
             layers = [r(t) for r, t in zip(self.readout, layers)]       # 4 x (B, nh*nw, C_i)
-        layers = [self.to_grid(t, nh, nw) for t in layers]               # 4 x (B, C_i, nh, nw)
-        if fast:
-            layers = [g.contiguous(memory_format=torch.channels_last) for g in layers]
-        layers = [branch(g) for branch, g in zip(self.reassemble, layers)]  # 1/4, 1/8, 1/16, 1/32
-        layers = [proj(x) for proj, x in zip(self.project, layers)]      # 4 x (B, D, h_i, w_i)
-        path = self.fusion[3](layers[3], fast=fast)                       # (B, D, 2*ceil(nh/2), ...)
-        path = self.crop(path, layers[2].shape[-2:])                               # (B, D, nh, nw)
-        path = self.fusion[2](path, layers[2], fast=fast)                 # (B, D, 2nh, 2nw)
-        path = self.fusion[1](path, layers[1], fast=fast)                 # (B, D, 4nh, 4nw)
-        path = self.fusion[0](path, layers[0], fast=fast)                 # (B, D, 8nh, 8nw)
-        out_size = None if self.patch_size == 16 else (nh * self.patch_size, nw * self.patch_size)
-        out = self.head(path, out_size, fast=fast)                        # (B, num_channels, H, W)
-        return out   # channels-last memory on the fast path: the (B, H, W, C) permute is then free
+        grids = [self.to_grid(t, nh, nw) for t in layers]                # 4 x (B, C_i, nh, nw)
+        if self.use_fast_path():
+            grids = [g.contiguous(memory_format=torch.channels_last) for g in grids]
+        levels = self.reassemble(grids)          # (B, D, 4nh, 4nw), (.., 2nh, 2nw), (.., nh, nw), (.., ceil(nh/2), ..)
+        path = fuse_pyramid(levels, self.fusion)                         # (B, D, 8nh, 8nw)
+        return self.head(path)                   # (B, num_channels, H, W); channels-last on the fast path

@@ -16,8 +16,8 @@ for compatibility with code DUSt3R inherited:
 
 Key map (DUSt3R -> dptlearn), all under ``dpt.``:
 
-    act_postprocess.{i}.{0,1}          reassemble.{i}.{0,1}
-    scratch.layer_rn.{i}               project.{i}          (alias: scratch.layer{i+1}_rn)
+    act_postprocess.{i}.{0,1}          reassemble.branches.{i}.{0,1}
+    scratch.layer_rn.{i}               reassemble.project.{i}   (alias: scratch.layer{i+1}_rn)
     scratch.refinenet{k}.resConfUnit1  fusion.{k-1}.skip_unit   (k = 4: unused, dropped)
     scratch.refinenet{k}.resConfUnit2  fusion.{k-1}.unit
     scratch.refinenet{k}.out_conv      fusion.{k-1}.out_conv
@@ -32,7 +32,9 @@ from typing import Mapping, NamedTuple, Sequence
 import torch
 from torch import nn
 
+from .device import get_device
 from .dpt import DPTHead
+from .grid import positive_int
 from .postprocess import check_conf_mode, check_depth_mode, postprocess
 from .tokens import dust3r_hook_indices
 
@@ -66,12 +68,6 @@ class DUSt3RHead(nn.Module):
         return postprocess(raw, self.depth_mode, self.conf_mode)
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 def dust3r_dpt_head(enc_embed_dim: int = 1024, dec_embed_dim: int = 768, dec_depth: int = 12,
                     patch_size: int = 16, has_conf: bool = True,
                     depth_mode=("exp", -INF, INF), conf_mode=("exp", 1, INF),
@@ -86,11 +82,11 @@ def dust3r_dpt_head(enc_embed_dim: int = 1024, dec_embed_dim: int = 768, dec_dep
     The head is returned in eval mode on ``device`` (default: ``dptlearn.get_device()``).
     """
     for name in ("enc_embed_dim", "dec_embed_dim", "patch_size", "feature_dim", "last_dim"):
-        _positive_int(name, locals()[name])
+        positive_int(name, locals()[name])
     if len(layer_dims) != 4:
         raise ValueError(f"layer_dims needs 4 widths (fine to coarse), got {list(layer_dims)}")
     for d in layer_dims:
-        _positive_int("each of layer_dims", d)
+        positive_int("each of layer_dims", d)
     hooks = dust3r_hook_indices(dec_depth)
     conf = conf_mode if has_conf else None
     if has_conf and conf_mode is None:
@@ -99,7 +95,6 @@ def dust3r_dpt_head(enc_embed_dim: int = 1024, dec_embed_dim: int = 768, dec_dep
                   patch_size=patch_size, layer_dims=layer_dims, feature_dim=feature_dim, last_dim=last_dim,
                   num_channels=3 + bool(has_conf), num_layers=dec_depth + 1)
     head = DUSt3RHead(dpt, depth_mode=depth_mode, conf_mode=conf)
-    from .device import get_device  # tools sit on top of the head; this is only the default
     return head.to(get_device(device)).eval()
 
 
@@ -109,7 +104,7 @@ def _key_map(dpt: DPTHead) -> "OrderedDict[str, str]":
     """DUSt3R key (under ``dpt.``) -> dptlearn key (under ``dpt.``), in DUSt3R's key order."""
     m: OrderedDict[str, str] = OrderedDict()
     for i in range(4):
-        m[f"scratch.layer_rn.{i}.weight"] = f"project.{i}.weight"
+        m[f"scratch.layer_rn.{i}.weight"] = f"reassemble.project.{i}.weight"
     for k in range(1, 5):
         f = f"fusion.{k - 1}"
         m[f"scratch.refinenet{k}.out_conv.weight"] = f"{f}.out_conv.weight"
@@ -123,10 +118,10 @@ def _key_map(dpt: DPTHead) -> "OrderedDict[str, str]":
     for theirs, ours in (("0", "reduce"), ("2", "refine"), ("4", "predict")):
         for p in ("weight", "bias"):
             m[f"head.{theirs}.{p}"] = f"head.{ours}.{p}"
-    for i, branch in enumerate(dpt.reassemble):
+    for i, branch in enumerate(dpt.reassemble.branches):
         for j in range(len(branch)):
             for p in ("weight", "bias"):
-                m[f"act_postprocess.{i}.{j}.{p}"] = f"reassemble.{i}.{j}.{p}"
+                m[f"act_postprocess.{i}.{j}.{p}"] = f"reassemble.branches.{i}.{j}.{p}"
     return m
 
 
@@ -253,7 +248,7 @@ def dust3r_state_dict(head: DUSt3RHead, include_aliases: bool = True, prefix: st
             if include_aliases:
                 out[prefix + key] = params[mapping[aliases[k]]].detach().clone()
         elif k in unused:
-            out[prefix + key] = torch.zeros(unused[k], dtype=params["project.0.weight"].dtype)
+            out[prefix + key] = torch.zeros(unused[k], dtype=params["reassemble.project.0.weight"].dtype)
         else:
             out[prefix + key] = params[mapping[k]].detach().clone()
     return out

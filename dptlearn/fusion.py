@@ -15,30 +15,39 @@ the resolution and mixes channels:
 
 DUSt3R's coarsest block is built with a skip unit too, but it only ever gets one input,
 so those weights are never used; here the coarsest block is built without it.
+
+``fuse_pyramid`` runs the four blocks coarse to fine, with DUSt3R's crop for odd grids.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused import conv_add, conv_relu
+from .fused import FastPath, conv_add, conv_relu
 
 
 class Upsample(nn.Module):
-    """Bilinear upsampling with ``align_corners=True`` (DUSt3R's setting everywhere).
+    """Bilinear upsampling by ``scale`` with ``align_corners=True`` (DUSt3R's setting everywhere).
 
-    x2 by default; with ``size=(H, W)`` to that size instead (for a x2 size the result is
-    the same: with ``align_corners=True`` only the input and output sizes matter).
+    With ``align_corners=True`` only the input and output sizes matter: ``scale=1.75`` on
+    ``8n`` rows gives exactly ``14n`` rows (the head's last step for 14-pixel patches).
     """
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-        if size is None:
-            return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)  # (B, C, 2h, 2w)
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=True)           # (B, C, *size)
+    def __init__(self, scale: float = 2.0):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=True)  # (B, C, s*h, s*w)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:g}"
 
 
-class ResidualConvUnit(nn.Module):
+class ResidualConvUnit(FastPath, nn.Module):
     """Pre-activation residual unit: ``x + conv2(relu(conv1(relu(x))))``, shape-preserving."""
 
     def __init__(self, dim: int):
@@ -46,15 +55,19 @@ class ResidualConvUnit(nn.Module):
         self.conv1 = nn.Conv2d(dim, dim, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(dim, dim, kernel_size=3, padding=1)
 
-    def forward(self, x: torch.Tensor, fast: bool = False) -> torch.Tensor:
-        if fast:                               # same maths, conv+ReLU and conv+add fused
-            return conv_add(self.conv2, conv_relu(self.conv1, F.relu(x)), x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_fast_path():
+            return self.forward_fused(x)
         out = self.conv1(F.relu(x))            # not in place: x is needed for the skip
         out = self.conv2(F.relu(out))
         return x + out
 
+    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """The same maths with conv+ReLU and conv+add each in one kernel."""
+        return conv_add(self.conv2, conv_relu(self.conv1, F.relu(x)), x)
 
-class FusionBlock(nn.Module):
+
+class FusionBlock(FastPath, nn.Module):
     """Fuse the coarser path ``x`` with a pyramid level ``skip``, refine, upsample x2.
 
     ``x, skip: (B, D, h, w) -> (B, D, 2h, 2w)``. With ``with_skip=False`` (the coarsest
@@ -68,33 +81,27 @@ class FusionBlock(nn.Module):
         self.upsample = Upsample()
         self.out_conv = nn.Conv2d(dim, dim, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None, fast: bool = False) -> torch.Tensor:
-        if (skip is None) != (self.skip_unit is None):
-            want = "a skip input" if self.skip_unit is not None else "no skip input (coarsest level)"
-            raise ValueError(f"this FusionBlock expects {want}, got skip={'None' if skip is None else 'a tensor'}")
-        out = x
-        if skip is not None:
-            if skip.shape != x.shape:
-                raise ValueError(f"FusionBlock: the path {tuple(x.shape)} and the skip {tuple(skip.shape)} must "
-                                 f"have the same shape (B, D, h, w); an odd grid needs crop_to() on the path")
-            out = out + self.skip_unit(skip, fast)  # (B, D, h, w)
-        out = self.unit(out, fast)             # (B, D, h, w)
-        if fast:
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        self.check_inputs(x, skip)
+        out = x if skip is None else x + self.skip_unit(skip)  # (B, D, h, w)
+        out = self.unit(out)                   # (B, D, h, w)
+        if self.use_fast_path():
             # A 1x1 conv commutes with bilinear upsampling (its weights sum to 1), so mixing
             # channels first does the same maths on 4x fewer pixels.
             return self.upsample(self.out_conv(out))   # (B, D, 2h, 2w)
         out = self.upsample(out)               # (B, D, 2h, 2w)
         return self.out_conv(out)              # (B, D, 2h, 2w)
 
+    def check_inputs(self, x: torch.Tensor, skip: torch.Tensor | None) -> None:
+        if (skip is None) != (self.skip_unit is None):
+            want = "a skip input" if self.skip_unit is not None else "no skip input (coarsest level)"
+            raise ValueError(f"this FusionBlock expects {want}, got skip={'None' if skip is None else 'a tensor'}")
+        if skip is not None and skip.shape != x.shape:
+            raise ValueError(f"FusionBlock: the path {tuple(x.shape)} and the skip {tuple(skip.shape)} must "
+                             f"have the same shape (B, D, h, w); an odd grid needs crop_to() on the path")
 
-class CropTo(nn.Module):
-    """``crop_to`` as a module, so the shape tracer shows the crop as a stage."""
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return crop_to(x, size)
-
-
-def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def crop_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Crop ``x`` (B, C, H, W) to ``size = (h, w)``, keeping the top-left (DUSt3R's odd-grid fix).
 
     On a grid with an odd side (512x336 -> 21 rows) the x1/2 branch rounds up to 11 rows,
@@ -104,3 +111,19 @@ def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if x.shape[-2] < h or x.shape[-1] < w:
         raise ValueError(f"crop_to: cannot crop {tuple(x.shape)} to a larger size (..., {h}, {w})")
     return x[..., :h, :w]  # (B, C, h, w)
+
+
+def fuse_pyramid(levels: Sequence[torch.Tensor], fusion: Sequence[nn.Module]) -> torch.Tensor:
+    """Coarse to fine over 4 levels (finest first, 1/4 .. 1/32 of the image) -> (B, D, 8nh, 8nw).
+
+    ``fusion[3]`` takes the coarsest level alone; its x2 output is cropped to the 1/16 level's
+    size (one row or column too many on an odd grid), then each finer block takes the path
+    and its level.
+    """
+    if len(levels) != 4 or len(fusion) != 4:
+        raise ValueError(f"fuse_pyramid needs 4 levels and 4 fusion blocks, got {len(levels)} and {len(fusion)}")
+    path = fusion[3](levels[3])                     # (B, D, 2*ceil(nh/2), 2*ceil(nw/2))
+    path = crop_to(path, levels[2].shape[-2:])      # (B, D, nh, nw)
+    for i in (2, 1, 0):
+        path = fusion[i](path, levels[i])           # (B, D, 2nh, 2nw) -> (4nh, 4nw) -> (8nh, 8nw)
+    return path

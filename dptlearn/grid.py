@@ -13,13 +13,24 @@ import torch
 from einops import rearrange
 
 
+def is_positive_int(value) -> bool:
+    """True for 1, 2, ...; False for 0, negatives, floats and ``True`` (a bool is not a size)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def positive_int(name: str, value) -> int:
+    """``value`` if it is a positive int, else a ValueError naming ``name``."""
+    if not is_positive_int(value):
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
 def check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
     """Validate an ``(H, W)`` pair of positive ints and return it as a tuple."""
     if not isinstance(image_size, (tuple, list, torch.Size)) or len(image_size) != 2:
         raise ValueError(f"image_size must be a pair (H, W), got {image_size!r}")
-    for v in image_size:
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"image_size must be two positive ints (H, W), got {tuple(image_size)!r}")
+    if not all(is_positive_int(v) for v in image_size):
+        raise ValueError(f"image_size must be two positive ints (H, W), got {tuple(image_size)!r}")
     return int(image_size[0]), int(image_size[1])
 
 

@@ -8,11 +8,17 @@ first projects the channels with a 1x1 conv, then resamples by a fixed factor:
     branch 2  x1   (nothing)                   -> 1/16
     branch 3  x1/2 Conv2d(k=3, s=2, p=1)       -> 1/32 (rounded up: 21 rows -> 11)
 
+A 3x3 conv without bias then brings every level to the fusion width D (DUSt3R's
+``scratch.layer_rn``). ``Reassemble`` is the whole stage: four branches + four projections.
+
 All resampling here is learned; the only fixed interpolation in DPT is in the fusion
 blocks and the head.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
+import torch
 from torch import nn
 
 REASSEMBLE_FACTORS = (4, 2, 1, 0.5)
@@ -48,3 +54,24 @@ class ReassembleBranch(nn.Sequential):
 
     def extra_repr(self) -> str:
         return f"factor={self.factor}"
+
+
+class Reassemble(nn.Module):
+    """Four same-size grids -> four levels at the fusion width, finest first.
+
+    ``grids[i]: (B, dim_tokens[i], nh, nw)`` -> ``levels[i]: (B, feature_dim, f_i*nh, f_i*nw)``
+    with ``f = (4, 2, 1, 1/2)``. ``branches[i]`` resamples (``dim_tokens[i] -> layer_dims[i]``),
+    ``project[i]`` is a 3x3 conv without bias (``layer_dims[i] -> feature_dim``).
+    """
+
+    def __init__(self, dim_tokens: Sequence[int], layer_dims: Sequence[int], feature_dim: int):
+        super().__init__()
+        self.branches = nn.ModuleList(ReassembleBranch(c, d, f)
+                                      for c, d, f in zip(dim_tokens, layer_dims, REASSEMBLE_FACTORS))
+        self.project = nn.ModuleList(nn.Conv2d(d, feature_dim, kernel_size=3, padding=1, bias=False)
+                                     for d in layer_dims)
+
+    def forward(self, grids: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if len(grids) != 4:
+            raise ValueError(f"Reassemble needs 4 grids (one per hooked layer), got {len(grids)}")
+        return [proj(branch(g)) for branch, proj, g in zip(self.branches, self.project, grids)]  # 1/4 .. 1/32

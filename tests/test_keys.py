@@ -61,9 +61,9 @@ def test_loader_accepts_the_exact_reference_key_set_with_and_without_aliases():
     report = load_dust3r_head_weights(head, sd)
     assert sorted(report.aliases_checked) == sorted(a for a, _ in config["aliased_keys"])
     assert sorted(report.unused_dropped) == sorted(config["keys_never_used_in_forward"])
-    assert torch.equal(head.dpt.project[2].weight, sd["dpt.scratch.layer_rn.2.weight"])
+    assert torch.equal(head.dpt.reassemble.project[2].weight, sd["dpt.scratch.layer_rn.2.weight"])
     assert torch.equal(head.dpt.head.predict.bias, sd["dpt.head.4.bias"])
-    assert torch.equal(head.dpt.reassemble[3][1].weight, sd["dpt.act_postprocess.3.1.weight"])
+    assert torch.equal(head.dpt.reassemble.branches[3][1].weight, sd["dpt.act_postprocess.3.1.weight"])
     assert torch.equal(head.dpt.fusion[0].skip_unit.conv2.weight,
                       sd["dpt.scratch.refinenet1.resConfUnit1.conv2.weight"])
     without = {k: v for k, v in sd.items() if not any(k == a for a, _ in config["aliased_keys"])}

@@ -3,13 +3,14 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from dptlearn.fusion import FusionBlock, ResidualConvUnit, Upsample, crop_to
+from dptlearn.fusion import FusionBlock, ResidualConvUnit, Upsample, crop_to, fuse_pyramid
 from dptlearn.grid import grid_to_tokens, patch_grid, tokens_to_grid
 from dptlearn.head import RegressionHead
 from dptlearn.postprocess import conf_activation, depth_activation, postprocess
-from dptlearn.reassemble import ReassembleBranch
+from dptlearn.reassemble import Reassemble, ReassembleBranch
 from dptlearn.tokens import DPT_VIT_B_HOOKS, Readout, capture_block_outputs, dust3r_hook_indices, select_hooked_tokens
 
 INF = math.inf
@@ -143,7 +144,7 @@ def test_upsample_align_corners_true_closed_form():
     want = torch.tensor([[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7], [6, 7, 8, 9]], dtype=torch.float32)
     torch.testing.assert_close(out[0, 0], want)
     assert out.shape == (1, 1, 4, 4)
-    torch.testing.assert_close(Upsample()(x, size=(4, 4)), out)  # same maths given a size
+    torch.testing.assert_close(F.interpolate(x, size=(4, 4), mode="bilinear", align_corners=True), out)
 
 
 def test_fusion_block_with_identity_units_is_upsampled_sum():
@@ -155,7 +156,8 @@ def test_fusion_block_with_identity_units_is_upsampled_sum():
     x, skip = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4)
     want = Upsample()(x + skip)
     torch.testing.assert_close(block(x, skip), want)
-    torch.testing.assert_close(block(x, skip, fast=True), want)
+    with torch.no_grad():                          # eval + no autograd: the fast path
+        torch.testing.assert_close(block.eval()(x, skip), want)
     assert block(x, skip).shape == (1, 2, 6, 8)
 
 
@@ -163,7 +165,9 @@ def test_fast_fusion_commutes_out_conv_with_upsample():
     torch.manual_seed(0)
     block = FusionBlock(8)
     x, skip = torch.randn(1, 8, 5, 7), torch.randn(1, 8, 5, 7)
-    torch.testing.assert_close(block(x, skip, fast=True), block(x, skip), rtol=1e-5, atol=1e-5)
+    reference = block(x, skip)                     # autograd on: the reference order
+    with torch.no_grad():
+        torch.testing.assert_close(block.eval()(x, skip), reference, rtol=1e-5, atol=1e-5)
 
 
 def test_coarsest_block_takes_no_skip_and_crop_keeps_top_left():
@@ -181,7 +185,61 @@ def test_regression_head_shapes_and_sizes():
     head = RegressionHead(32, 16, 4)
     assert head.reduce.out_channels == 16 and head.refine.in_channels == 16 and head.predict.in_channels == 16
     assert head(torch.zeros(2, 32, 12, 16)).shape == (2, 4, 24, 32)
-    assert head(torch.zeros(1, 32, 8, 8), out_size=(14, 14)).shape == (1, 4, 14, 14)   # patch 14: x1.75
+    assert RegressionHead(32, 16, 4, scale=14 / 8)(torch.zeros(1, 32, 8, 8)).shape == (1, 4, 14, 14)  # patch 14
+
+
+def test_upsample_by_1_75_samples_like_an_explicit_size():
+    # align_corners=True: output pixel j of 14 reads input position j * (8 - 1) / (14 - 1).
+    x = torch.arange(8, dtype=torch.float64).view(1, 1, 1, 8).expand(1, 1, 8, 8)
+    got = Upsample(14 / 8)(x)
+    assert got.shape == (1, 1, 14, 14)
+    torch.testing.assert_close(got[0, 0, 0], torch.arange(14, dtype=torch.float64) * 7 / 13)
+
+
+# ---------------------------------------------------------------- the stage modules the head is built from
+
+class Recorder(nn.Module):
+    """A stand-in fusion block: records its inputs' shapes, returns a nearest x2 of (x + skip) + its index."""
+
+    def __init__(self, k, calls):
+        super().__init__()
+        self.k, self.calls = k, calls
+
+    def forward(self, x, skip=None):
+        self.calls.append((self.k, tuple(x.shape), None if skip is None else tuple(skip.shape)))
+        y = x if skip is None else x + skip
+        return y.repeat_interleave(2, -2).repeat_interleave(2, -1) + self.k
+
+
+def test_fuse_pyramid_runs_coarse_to_fine_and_crops_the_last_row_on_an_odd_grid():
+    nh, nw = 3, 5                                           # odd grid: 1/32 level is ceil -> 2 x 3
+    sizes = [(4 * nh, 4 * nw), (2 * nh, 2 * nw), (nh, nw), (2, 3)]
+    levels = [torch.zeros(1, 1, *s) for s in sizes]
+    calls = []
+    out = fuse_pyramid(levels, [Recorder(k, calls) for k in range(4)])
+    assert [c[0] for c in calls] == [3, 2, 1, 0]
+    assert calls[0][1:] == ((1, 1, 2, 3), None)
+    assert calls[1][1:] == ((1, 1, 3, 5), (1, 1, 3, 5))     # 4 x 6 cropped to 3 x 5 (top-left kept)
+    assert out.shape == (1, 1, 8 * nh, 8 * nw)
+    # By hand: 3 -> +2 -> +1 -> +0, each after a nearest x2: every pixel is 3 + 2 + 1 + 0 = 6.
+    assert torch.equal(out, torch.full_like(out, 6.0))
+    levels[3] = torch.arange(6.0).view(1, 1, 2, 3)          # the crop keeps rows 0..2, not 1..3
+    out = fuse_pyramid(levels, [Recorder(k, []) for k in range(4)])
+    assert out[0, 0, 0, 0] == 0 + 6 and out[0, 0, -1, 0] == 3 + 6   # input row 1 lands at the bottom
+
+
+def test_reassemble_is_four_branches_then_four_projections_finest_first():
+    torch.manual_seed(0)
+    r = Reassemble((8, 4, 4, 4), (2, 3, 5, 6), 7)
+    assert [b.factor for b in r.branches] == [4, 2, 1, 0.5]
+    assert [p.weight.shape for p in r.project] == [(7, d, 3, 3) for d in (2, 3, 5, 6)]
+    assert all(p.bias is None for p in r.project)
+    grids = [torch.randn(1, c, 3, 5) for c in (8, 4, 4, 4)]
+    levels = r(grids)
+    assert [tuple(x.shape) for x in levels] == [(1, 7, 12, 20), (1, 7, 6, 10), (1, 7, 3, 5), (1, 7, 2, 3)]
+    torch.testing.assert_close(levels[2], F.conv2d(r.branches[2](grids[2]), r.project[2].weight, padding=1))
+    with pytest.raises(ValueError, match="4 grids"):
+        r(grids[:3])
 
 
 def test_depth_modes_closed_form():

@@ -7,7 +7,9 @@
 Forward hooks record each submodule's input and output shapes during one forward pass
 and are removed afterwards, even if the pass fails. By default the pass runs the
 *reference* order of operations (the fast inference path reorders two layers; see dpt.py).
-For per-layer parameter counts, ``summary()`` defers to torchinfo.
+For per-layer parameter counts, ``summary()`` defers to torchinfo. The odd-grid crop inside
+``fuse_pyramid`` is a slice, not a module: its row is read off the shapes around it
+(``fusion.3``'s output, ``fusion.2``'s path input).
 """
 from __future__ import annotations
 
@@ -17,16 +19,13 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .dpt import DPTHead
+from ..dpt import DPTHead
+from .flow import plot_trace
+from .shapes import fmt_shape
 
 
 def _shape(x: Any) -> tuple[int, ...] | None:
     return tuple(x.shape) if isinstance(x, torch.Tensor) else None
-
-
-def fmt_shape(shape: Sequence[int]) -> str:
-    """'(1, 768, 1024)'; a 1-d shape prints as '(8,)'."""
-    return str(tuple(int(s) for s in shape))
 
 
 def describe(module: nn.Module) -> str:
@@ -95,17 +94,15 @@ class ShapeTrace:
         return sum(r.macs for r in self.rows)
 
     def macs_by_stage(self) -> dict[str, int]:
-        """Convolution MACs summed per top-level stage ('reassemble.0', 'fusion.1', 'head', ...)."""
+        """Convolution MACs summed per stage ('reassemble.branches.0', 'fusion.1', 'head', ...)."""
         out: dict[str, int] = {}
         for r in self.rows:
             if r.macs:
-                parts = r.name.split(".")
-                key = parts[0] if parts[0] in ("head", "crop") else ".".join(parts[:2])
+                key = _stage_of(r.name)
                 out[key] = out.get(key, 0) + r.macs
         return out
 
     def figure(self, title: str | None = None):
-        from .plots import plot_trace  # plotting sits on top of the tracer
         return plot_trace(self, title=title)
 
 
@@ -153,7 +150,7 @@ def trace_head(head: nn.Module, tokens: Sequence[torch.Tensor], image_size: Sequ
 
     handles = []
     for name, module in dpt.named_modules():
-        if not name or isinstance(module, nn.ModuleList):
+        if not name or isinstance(module, nn.ModuleList) or name == "reassemble":
             continue
         handles.append(module.register_forward_pre_hook(pre_hook(name, module)))
         handles.append(module.register_forward_hook(post_hook(module)))
@@ -166,16 +163,35 @@ def trace_head(head: nn.Module, tokens: Sequence[torch.Tensor], image_size: Sequ
         dpt.fast_inference = previous
         for h in handles:
             h.remove()
+    _insert_crop_row(rows)
     if isinstance(result, dict):
         raw = next(r.output for r in rows if r.name == "head")
         rows.append(TraceRow("postprocess", "DUSt3R postprocess", [raw], {k: tuple(v.shape) for k, v in result.items()}))
     return ShapeTrace(rows, tuple(image_size))
 
 
-def _depth(name: str) -> int:
-    """0 for a stage ('readout.0', 'reassemble.0', 'crop', 'head'), 1 for a layer inside it, 2 below."""
+def _insert_crop_row(rows: list[TraceRow]) -> None:
+    """Add the crop between ``fusion.3`` and ``fusion.2``: from the coarsest block's output to the path it feeds."""
+    names = [r.name for r in rows]
+    if "fusion.3" not in names or "fusion.2" not in names:
+        return
+    before, after = rows[names.index("fusion.3")], rows[names.index("fusion.2")]
+    rows.insert(names.index("fusion.2"), TraceRow("crop", "crop_to (top-left)", [before.output], after.inputs[0]))
+
+
+_STAGE_PARTS = {"reassemble": 3, "fusion": 2, "readout": 2}   # 'reassemble.project.0', 'fusion.2', ...
+
+
+def _stage_of(name: str) -> str:
+    """The stage a module belongs to: 'fusion.2.unit.conv1' -> 'fusion.2', 'head.refine' -> 'head'."""
     parts = name.split(".")
-    return len(parts) - (2 if parts[0] in ("reassemble", "project", "fusion", "readout") else 1)
+    return ".".join(parts[:_STAGE_PARTS.get(parts[0], 1)])
+
+
+def _depth(name: str) -> int:
+    """0 for a stage ('readout.0', 'reassemble.branches.0', 'fusion.2', 'head'), 1 for a layer inside it, 2 below."""
+    parts = name.split(".")
+    return len(parts) - _STAGE_PARTS.get(parts[0], 1)
 
 
 def summary(head: nn.Module, tokens: Sequence[torch.Tensor], image_size: Sequence[int], depth: int = 3) -> str:
@@ -183,5 +199,5 @@ def summary(head: nn.Module, tokens: Sequence[torch.Tensor], image_size: Sequenc
     import torchinfo
     stats = torchinfo.summary(head, input_data=[list(tokens), tuple(image_size)], depth=depth, verbose=0,
                               col_names=("input_size", "output_size", "num_params", "kernel_size"),
-                              row_settings=("var_names",), device=_dpt_of(head).project[0].weight.device)
+                              row_settings=("var_names",), device=_dpt_of(head).reassemble.project[0].weight.device)
     return str(stats)
