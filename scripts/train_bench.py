@@ -14,27 +14,44 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import fields
 
 import torch
 
-from dptlearn.backbone import TinyDUSt3R
-from dptlearn.data import SyntheticScenes
-from dptlearn.training import evaluate, save_checkpoint, train
+from dptlearn.train.backbone import TinyDUSt3R, TinyDUSt3RConfig
+from dptlearn.train.data import SyntheticScenes
+from dptlearn.train.loop import evaluate, save_checkpoint, train
 
 # The configuration the README quotes; every value can be overridden on the command line.
 # One head (view 1, DUSt3R's loss on its point map), 16-pixel patches: the fastest configuration to learn depth.
-DEFAULTS = dict(height=64, width=96, train_scenes=768, test_scenes=64, steps=820, batch_size=16, lr=4e-3,
-                patch_size=16, two_heads=0, loss="conf", seed=0, test_seed=10_000, threads=2,
-                # optimiser / schedule (see dptlearn.training.train and lr_factor)
-                warmup=20, final_lr=0.0, schedule="cosine", weight_decay=0.05, clip=1.0, ema=0.0,
-                # model widths and depths (see TinyDUSt3R); layer_dims is a comma-separated list of 4 widths
-                enc_embed_dim=64, enc_depth=4, enc_num_heads=4, dec_embed_dim=64, dec_depth=10, dec_num_heads=4,
-                mlp_ratio=2, feature_dim=32, last_dim=16, layer_dims="16,32,64,128")
+# Model widths and depths: TinyDUSt3RConfig's defaults (--layer-dims takes 4 comma-separated widths, --two-heads 0/1).
+MODEL = TinyDUSt3RConfig(patch_size=16, two_heads=False)
+RUN = dict(height=64, width=96, train_scenes=768, test_scenes=64, steps=820, batch_size=16, lr=4e-3,
+           loss="conf", seed=0, test_seed=10_000, threads=2,
+           # optimiser / schedule (see dptlearn.train.loop.train and lr_factor)
+           warmup=20, final_lr=0.0, schedule="cosine", weight_decay=0.05, clip=1.0, ema=0.0)
+
+
+def to_cli(value):
+    """A config value as the command line spells it: tuples comma-separated, booleans 0/1."""
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return int(value) if isinstance(value, bool) else value
+
+
+def from_cli(text, like):
+    """The inverse of `to_cli`, typed after the default `like`."""
+    return tuple(int(v) for v in text.split(",")) if isinstance(like, tuple) else type(like)(text)
+
+
+def model_config(a: argparse.Namespace) -> TinyDUSt3RConfig:
+    return TinyDUSt3RConfig(**{f.name: from_cli(getattr(a, f.name), getattr(MODEL, f.name)) for f in fields(MODEL)})
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for k, v in DEFAULTS.items():
+    model = {f.name: to_cli(getattr(MODEL, f.name)) for f in fields(MODEL)}
+    for k, v in {**RUN, **model}.items():
         p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
     # --threads: torch intra-op threads, 0 = torch's default. 2 threads give ~1.5x the steps/s of 1 on a quiet 2-core
     # CPU (batch 16: ~100 vs ~150 ms/step); on a busy machine use --threads 1 (two OpenMP threads stall whenever one
@@ -60,14 +77,10 @@ def main(argv: list[str]) -> int:
     print(f"{time.perf_counter() - t0:.1f}s", flush=True)
 
     t1 = time.perf_counter()
-    arch = dict(enc_embed_dim=a.enc_embed_dim, enc_depth=a.enc_depth, enc_num_heads=a.enc_num_heads,
-                dec_embed_dim=a.dec_embed_dim, dec_depth=a.dec_depth, dec_num_heads=a.dec_num_heads,
-                mlp_ratio=a.mlp_ratio, feature_dim=a.feature_dim, last_dim=a.last_dim,
-                layer_dims=tuple(int(d) for d in a.layer_dims.split(",")))
-    model = TinyDUSt3R(patch_size=a.patch_size, two_heads=bool(a.two_heads), device="cpu", **arch)
+    model = TinyDUSt3R(model_config(a), device="cpu")
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"[2/4] model: {n_params / 1e6:.2f}M parameters ({'two heads' if a.two_heads else 'one head'}, "
-          f"patch {a.patch_size}) {time.perf_counter() - t1:.1f}s", flush=True)
+    print(f"[2/4] model: {n_params / 1e6:.2f}M parameters ({'two heads' if model.config.two_heads else 'one head'}, "
+          f"patch {model.config.patch_size}) {time.perf_counter() - t1:.1f}s", flush=True)
 
     print("[3/4] training", flush=True)
     hist = train(model, train_data, steps=a.steps, batch_size=a.batch_size, lr=a.lr, loss=a.loss, seed=a.seed,

@@ -6,11 +6,10 @@ import math
 import pytest
 import torch
 
-from dptlearn.backbone import PatchEmbed, TinyDUSt3R, TinyTwoViewBackbone, sincos_pos_embed
-from dptlearn.data import SyntheticScenes
-from dptlearn.training import (ProgressBar, compute_loss, depth_metrics, load_checkpoint, save_checkpoint,
-                               train)
-
+from dptlearn.train.backbone import PatchEmbed, TinyDUSt3R, TinyDUSt3RConfig, TinyTwoViewBackbone, sincos_pos_embed
+from dptlearn.train.data import SyntheticScenes
+from dptlearn.train.loop import (ProgressBar, compute_loss, depth_metrics, load_checkpoint, lr_factor, save_checkpoint,
+                                 train)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -82,6 +81,23 @@ def test_model_outputs_and_input_checks():
         PatchEmbed(8, 16)(torch.randn(1, 1, 32, 48))
     with pytest.raises(ValueError, match="two views"):
         model(torch.randn(1, 3, 32, 48))
+
+
+def test_config_is_written_once_and_checked():
+    config = TinyDUSt3RConfig(**SMALL, two_heads=False)
+    model = TinyDUSt3R(config, device="cpu")
+    assert model.config == config and model.head2 is None
+    assert model.backbone.dec_depth == 10 and model.backbone.patch_embed.proj.out_channels == 32
+    assert model.head1.dpt.head.predict.out_channels == 4 and model.head1.dpt.head.predict.in_channels == 8  # last_dim
+    # keyword overrides go on top of the config; the result equals the config spelled out
+    assert TinyDUSt3R(config, two_heads=True, device="cpu").config == TinyDUSt3RConfig(**SMALL, two_heads=True)
+    assert TinyDUSt3RConfig(layer_dims=[1, 2, 3, 4]).layer_dims == (1, 2, 3, 4)  # stored as a tuple
+    assert config.args_for(TinyTwoViewBackbone) == dict(patch_size=8, enc_embed_dim=32, enc_depth=2, enc_num_heads=2,
+                                                        dec_embed_dim=32, dec_depth=10, dec_num_heads=2, mlp_ratio=2)
+    with pytest.raises(TypeError, match=r"unknown \['depth'\]"):
+        TinyDUSt3R(depth=3, device="cpu")
+    with pytest.raises(ValueError, match=r"dec_depth >= 10 .*, got 9"):
+        TinyDUSt3RConfig(dec_depth=9)
 
 
 @pytest.fixture(scope="module")
@@ -156,13 +172,13 @@ def test_checkpoint_round_trip(tmp_path):
     with torch.no_grad():
         a, b = model(x1, x2)[0]["pts3d"], loaded(x1, x2)[0]["pts3d"]
     torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert torch.load(path, weights_only=False)["config"] == {**SMALL, "mlp_ratio": 2, "two_heads": True}  # a dict on disk
     torch.save({"weights": 1}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="'config' and 'state_dict'"):
         load_checkpoint(tmp_path / "bad.pt")
 
 
 def test_lr_factor_closed_form():
-    from dptlearn.training import lr_factor
     # warm-up: (s + 1) / warmup, times the cosine decay
     assert lr_factor(0, 100, warmup=10) == pytest.approx(0.1 * 1.0)
     assert lr_factor(4, 100, warmup=10) == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 0.04)))

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from dptlearn.data import (Primitive, SyntheticScenes, backproject, intrinsics, render, rigid, rotation,
-                           transform_points)
+from dptlearn.train.data import (Primitive, SyntheticScenes, backproject, intrinsics, render, rigid, rotation,
+                                 transform_points)
 
 H, W = 24, 32
 F = 30.0

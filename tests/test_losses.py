@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from dptlearn.losses import (confidence_weighted, conf_regression_loss, l1_depth_loss, normalize_pointmaps,
-                             pointmap_scale, regression_error)
+from dptlearn.train.losses import (confidence_weighted, conf_regression_loss, l1_depth_loss, normalize_pointmaps,
+                                   pointmap_scale, regression_error)
 
 
 def pts(*xyz):

@@ -12,11 +12,15 @@ image whose H and W are multiples of the patch size works without retraining a t
 """
 from __future__ import annotations
 
+import inspect
+from dataclasses import asdict, dataclass, fields, replace
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dptlearn.dust3r import dust3r_dpt_head
+from ..device import get_device
+from ..dust3r import dust3r_dpt_head
 
 
 def sincos_pos_embed(nh: int, nw: int, dim: int) -> torch.Tensor:
@@ -171,32 +175,60 @@ def _init_weights(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
+@dataclass(frozen=True)
+class TinyDUSt3RConfig:
+    """Every setting of a `TinyDUSt3R`, written once: the model, its checkpoints and train-bench read it.
+
+    Backbone widths and depths, the DPT heads' widths (`feature_dim`, `last_dim`, `layer_dims`, fine to
+    coarse), and `two_heads` (False: view 1 only). A checkpoint stores it as a plain dict (`asdict`).
+    """
+    patch_size: int = 8
+    enc_embed_dim: int = 64
+    enc_depth: int = 4
+    enc_num_heads: int = 4
+    dec_embed_dim: int = 64
+    dec_depth: int = 10
+    dec_num_heads: int = 4
+    mlp_ratio: int = 2
+    feature_dim: int = 32
+    last_dim: int = 16
+    layer_dims: tuple[int, ...] = (16, 32, 64, 128)
+    two_heads: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "layer_dims", tuple(self.layer_dims))
+        if self.dec_depth < 10:
+            raise ValueError(f"expected dec_depth >= 10 (DUSt3R's head asserts dec_depth > 9), got {self.dec_depth}")
+
+    def args_for(self, build) -> dict:
+        """The settings that `build` (a constructor or factory) takes, matched by parameter name."""
+        wanted = inspect.signature(build).parameters
+        return {k: v for k, v in asdict(self).items() if k in wanted}
+
+
 class TinyDUSt3R(nn.Module):
     """Backbone + two independent DUSt3R DPT heads: (img1, img2) -> (res1, res2).
 
     res1 = {'pts3d': (B, H, W, 3) in camera 1's frame, 'conf': (B, H, W)}; res2 the same for view 2,
     its points also in camera 1's frame (DUSt3R calls it pts3d_in_other_view).
     `two_heads=False` trains a single-view model (view 1 only, res2 is None).
+
+    Settings come from `config` (default `TinyDUSt3RConfig()`), with keyword overrides on top:
+    `TinyDUSt3R(patch_size=16, two_heads=False)`.
     """
 
-    def __init__(self, patch_size: int = 8, enc_embed_dim: int = 64, enc_depth: int = 4, enc_num_heads: int = 4,
-                 dec_embed_dim: int = 64, dec_depth: int = 10, dec_num_heads: int = 4, mlp_ratio: int = 2,
-                 feature_dim: int = 32, last_dim: int = 16, layer_dims: tuple[int, ...] = (16, 32, 64, 128),
-                 two_heads: bool = True, device=None):
+    def __init__(self, config: TinyDUSt3RConfig | None = None, *, device=None, **overrides):
         super().__init__()
-        if dec_depth < 10:
-            raise ValueError(f"expected dec_depth >= 10 (DUSt3R's head asserts dec_depth > 9), got {dec_depth}")
-        self.config = dict(patch_size=patch_size, enc_embed_dim=enc_embed_dim, enc_depth=enc_depth,
-                           enc_num_heads=enc_num_heads, dec_embed_dim=dec_embed_dim, dec_depth=dec_depth,
-                           dec_num_heads=dec_num_heads, mlp_ratio=mlp_ratio, feature_dim=feature_dim,
-                           last_dim=last_dim, layer_dims=tuple(layer_dims), two_heads=two_heads)
-        self.backbone = TinyTwoViewBackbone(patch_size, enc_embed_dim, enc_depth, enc_num_heads,
-                                            dec_embed_dim, dec_depth, dec_num_heads, mlp_ratio)
-        head_args = dict(enc_embed_dim=enc_embed_dim, dec_embed_dim=dec_embed_dim, dec_depth=dec_depth,
-                         patch_size=patch_size, feature_dim=feature_dim, last_dim=last_dim, layer_dims=tuple(layer_dims))
+        unknown = sorted(set(overrides) - {f.name for f in fields(TinyDUSt3RConfig)})
+        if unknown:
+            raise TypeError(f"expected TinyDUSt3RConfig fields {[f.name for f in fields(TinyDUSt3RConfig)]}, "
+                            f"got unknown {unknown}")
+        self.config = replace(config or TinyDUSt3RConfig(), **overrides)
+        self.backbone = TinyTwoViewBackbone(**self.config.args_for(TinyTwoViewBackbone))
+        head_args = self.config.args_for(dust3r_dpt_head)
         self.head1 = dust3r_dpt_head(**head_args)
-        self.head2 = dust3r_dpt_head(**head_args) if two_heads else None
-        self.to(_device(device))
+        self.head2 = dust3r_dpt_head(**head_args) if self.config.two_heads else None
+        self.to(get_device(device))
 
     def forward(self, img1: torch.Tensor, img2: torch.Tensor | None = None):
         H, W = img1.shape[-2:]
@@ -206,8 +238,3 @@ class TinyDUSt3R(nn.Module):
             raise ValueError("expected two views for a two-head model, got img2=None")
         tok1, tok2 = self.backbone(img1, img2)  # lists of dec_depth + 1 tensors (B, N, C)
         return self.head1(tok1, (H, W)), self.head2(tok2, (H, W))  # dicts: pts3d (B, H, W, 3), conf (B, H, W)
-
-
-def _device(device) -> torch.device:
-    from dptlearn.device import get_device
-    return get_device(device)

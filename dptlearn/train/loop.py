@@ -9,11 +9,13 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import asdict
 
 import torch
 
-from dptlearn.backbone import TinyDUSt3R
-from dptlearn.losses import conf_regression_loss, l1_depth_loss
+from ..device import get_device
+from .backbone import TinyDUSt3R, TinyDUSt3RConfig
+from .losses import conf_regression_loss, l1_depth_loss
 
 
 class ProgressBar:
@@ -156,8 +158,8 @@ def evaluate(model: TinyDUSt3R, data: dict[str, torch.Tensor], align: str = "med
 
 
 def save_checkpoint(path, model: TinyDUSt3R, history: dict | None = None) -> None:
-    """Weights + constructor config (+ training history) in one torch.save file."""
-    torch.save({"config": model.config, "state_dict": model.state_dict(), "history": history or {}}, path)
+    """Weights + the model's config as a plain dict (+ training history) in one torch.save file."""
+    torch.save({"config": asdict(model.config), "state_dict": model.state_dict(), "history": history or {}}, path)
 
 
 def load_checkpoint(path, device=None) -> tuple[TinyDUSt3R, dict]:
@@ -165,7 +167,6 @@ def load_checkpoint(path, device=None) -> tuple[TinyDUSt3R, dict]:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(ckpt, dict) or not {"config", "state_dict"} <= set(ckpt):
         raise ValueError(f"expected a checkpoint dict with 'config' and 'state_dict', got {type(ckpt).__name__}")
-    model = TinyDUSt3R(**ckpt["config"], device="cpu")
+    model = TinyDUSt3R(TinyDUSt3RConfig(**ckpt["config"]), device="cpu")
     model.load_state_dict(ckpt["state_dict"])
-    from dptlearn.device import get_device
     return model.to(get_device(device)), ckpt.get("history", {})
