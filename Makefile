@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dptlearn-installed
 PORT   ?= 8888
 
-.PHONY: install lab test test-fast notebooks exercises bench train-bench grade-bench browser-deps clean
+.PHONY: install lab my-work test test-fast notebooks exercises bench train-bench grade-bench browser-deps clean
 
 # Reinstall only when the pins, the package metadata or the lab settings change.
 $(STAMP): requirements.txt pyproject.toml jupyter/overrides.json
@@ -43,8 +43,13 @@ test-fast: install
 notebooks: install
 	$(BIN)/python scripts/execute_notebooks.py notebooks solutions
 
+# Regenerate exercises/ from solutions/; refuses to overwrite a notebook edited since it was generated.
 exercises: install
 	$(BIN)/dptlearn-make-exercises
+
+# The learner's own folder (make lab does this too): copies what is missing, never overwrites.
+my-work: install
+	$(BIN)/python -m dptlearn.course.workspace --root "$(CURDIR)"
 
 bench: install
 	$(BIN)/python scripts/bench_head.py

@@ -8,6 +8,7 @@
 # What it serves:
 #   - bound to 127.0.0.1 only, with Jupyter's generated token (authentication never disabled);
 #   - the repository as the root, opening notebooks/00_overview.ipynb;
+#   - my-work/ (the learner's answers) created from exercises/ first, never overwritten;
 #   - new notebooks default to the course kernel "dptlearn";
 #   - no network calls for news / update checks on the server side (the matching client
 #     settings, which also silence the "get notified about official Jupyter news?" prompt,
@@ -39,6 +40,11 @@ done
 if [ ! -x "$JUPYTER" ]; then
     echo "lab.sh: $JUPYTER not found; run 'make lab' (it installs the course environment first)" >&2
     exit 1
+fi
+
+# The learner's own folder: exercises/ copied into my-work/ on first use; existing files are never touched.
+if [ -d "$ROOT/exercises" ]; then
+    "$(dirname "$JUPYTER")/python" -m dptlearn.course.workspace --root "$ROOT"
 fi
 
 # Jupyter refuses to run as root (containers, CI, cloud notebooks) without --allow-root.

@@ -139,8 +139,40 @@ def test_output_is_deterministic_and_check_mode_detects_drift(tmp_path):
         [out / "01_fixture.ipynb", out / "99_stale.ipynb"]
     assert exercises.main(args + ["--check"]) == 1           # and nothing was rewritten
     assert (out / "99_stale.ipynb").exists()
-    assert exercises.main(args) == 0
+    assert exercises.main(args + ["--force"]) == 0           # hand edits: only --force replaces them
     assert (out / "01_fixture.ipynb").read_bytes() == first and not (out / "99_stale.ipynb").exists()
+
+
+def test_regenerating_refuses_to_overwrite_an_answer_and_names_the_file(tmp_path, capsys):
+    shutil.copytree(crafted.SOLUTIONS, tmp_path / "solutions")
+    out = tmp_path / "exercises"
+    args = ["--solutions", str(tmp_path / "solutions"), "--out", str(out), "--lectures", str(crafted.LECTURES)]
+    assert exercises.main(args) == 0
+    nb = out / "01_fixture.ipynb"
+    answered = nb.read_bytes().replace(b"# YOUR CODE HERE", b"return a + b  # my answer")
+    nb.write_bytes(answered)
+    src = tmp_path / "solutions" / "01_fixture.ipynb"         # the course changes upstream
+    src.write_text(src.read_text().replace("Return a + b.", "Return the sum."))
+    assert exercises.main(args) == 1
+    err = capsys.readouterr().err
+    assert str(nb) in err and "my-work/" in err and "--force" in err
+    assert nb.read_bytes() == answered                        # the answer is still there, byte for byte
+    assert exercises.main(args) == 1                          # and stays refused
+
+
+def test_regenerating_untouched_notebooks_needs_no_force(tmp_path):
+    shutil.copytree(crafted.SOLUTIONS, tmp_path / "solutions")
+    out = tmp_path / "exercises"
+    exercises.generate(tmp_path / "solutions", out, crafted.LECTURES)
+    src = tmp_path / "solutions" / "01_fixture.ipynb"
+    src.write_text(src.read_text().replace("Return a + b.", "Return the sum."))
+    assert exercises.generate(tmp_path / "solutions", out, crafted.LECTURES) == [out / "01_fixture.ipynb"]
+    assert "Return the sum." in (out / "01_fixture.ipynb").read_text()
+
+
+def test_the_committed_manifest_matches_the_committed_exercises():
+    root = Path(__file__).resolve().parents[1]
+    assert exercises.edited_since_generated(root / "exercises", [p.name for p in (root / "exercises").glob("*.ipynb")]) == []
 
 
 def test_check_mode_notices_a_changed_solution(tmp_path, capsys):

@@ -366,28 +366,67 @@ def read_assignments(solutions: Path, lectures: Path | None = None) -> list[Assi
     return assignments
 
 
+MANIFEST = ".generated.json"   # in the output folder: file name -> sha256 of the text last generated
+
+
+class EditedExercise(RuntimeError):
+    """``make exercises`` would overwrite a notebook that someone changed since it was generated."""
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_manifest(out: Path) -> dict[str, str]:
+    try:
+        data = json.loads((Path(out) / MANIFEST).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def edited_since_generated(out: Path, names: list[str]) -> list[Path]:
+    """Files of ``out`` whose text is not what the generator wrote last time (per the manifest)."""
+    manifest = read_manifest(out)
+    edited = []
+    for name in names:
+        path = Path(out) / name
+        if path.exists() and manifest.get(name) != _sha256(path.read_text(encoding="utf-8")):
+            edited.append(path)
+    return edited
+
+
 def generate(solutions: Path, out: Path, lectures: Path | None = None,
-             check: bool = False) -> list[Path]:
+             check: bool = False, force: bool = False) -> list[Path]:
     """Write (or, with ``check``, compare) ``out/*.ipynb``; return the files that differed.
 
     Stale ``out/*.ipynb`` without a source in ``solutions`` are deleted (reported in check mode).
+    A file that would change or go, but whose text differs from what this generator last wrote
+    (``out/.generated.json``), was edited by hand: nothing is written and ``EditedExercise``
+    names the files, unless ``force``.
     """
     out = Path(out)
     wanted = {out / f"{a.name}.ipynb": render(make_exercise_notebook(a))
               for a in read_assignments(solutions, lectures)}
-    differing = []
-    for path, text in wanted.items():
-        current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current != text:
-            differing.append(path)
-            if not check:
-                write_atomic(path, text)
-    for stale in sorted(out.glob("*.ipynb")) if out.is_dir() else []:
-        if stale not in wanted:
-            differing.append(stale)
-            if not check:
-                stale.unlink()
-    return differing
+    differing = [path for path, text in wanted.items()
+                 if (path.read_text(encoding="utf-8") if path.exists() else None) != text]
+    stale = [p for p in sorted(out.glob("*.ipynb")) if p not in wanted] if out.is_dir() else []
+    if check:
+        return differing + stale
+    edited = edited_since_generated(out, [p.name for p in differing + stale])
+    if edited and not force:
+        raise EditedExercise(
+            "these notebooks were changed since `make exercises` wrote them, and regenerating would "
+            "overwrite or delete them:\n  " + "\n  ".join(str(p) for p in edited)
+            + "\nIf this is your work, move it to my-work/ (your own folder: `make my-work`); to throw "
+              "the changes away, run `dptlearn-make-exercises --force`.")
+    for path in differing:
+        write_atomic(path, wanted[path])
+    for path in stale:
+        path.unlink()
+    write_atomic(out / MANIFEST, json.dumps({p.name: _sha256(t) for p, t in sorted(wanted.items())},
+                                            indent=1, sort_keys=True) + "\n")
+    return differing + stale
 
 
 def repo_root() -> Path:
@@ -408,15 +447,20 @@ def main(argv: list[str] | None = None) -> int:
                         "skip that check (default: %(default)s)")
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 listing the files that would change")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite notebooks even if they were edited since they were generated")
     args = p.parse_args(argv)
     if not args.solutions.is_dir():
         p.error(f"--solutions: expected a folder of notebooks, got {args.solutions}")
     lectures = args.lectures if str(args.lectures) not in ("", ".") else None
     try:
-        differing = generate(args.solutions, args.out, lectures, check=args.check)
+        differing = generate(args.solutions, args.out, lectures, check=args.check, force=args.force)
     except SourceError as exc:
         print(f"error: the solution notebooks break the exercise conventions "
               f"(docs/grading.md):\n{exc}", file=sys.stderr)
+        return 1
+    except EditedExercise as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.check:
         for path in differing:
