@@ -40,14 +40,16 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import plugin
 from ..exercises import Assignment, SourceError, read_assignments, repo_root, source_of, tags_of
-from .report import (ExerciseResult, Result, summary_csv, summary_md, write_junit,
-                     write_partial_junit, write_result)
-from .submissions import InvalidSubmission, expand_submissions, find_assignment, read_submission, report_names
+from .report import (ExerciseResult, Result, write_junit, write_partial_junit, write_result,
+                     write_summaries)
+from .reportdir import ReportDirError, fresh_report_dir, merge_main, run_manifest, write_manifest
+from .submissions import (InvalidSubmission, assign_students, expand_submissions, find_assignment,
+                          in_shard, parse_shard, read_submission, report_names)
 
 DEFAULT_TIMEOUT_S = 120.0
 PLUGIN_MODULE = "_dptlearn_grade_plugin"
@@ -63,6 +65,8 @@ class Options:
     device: str | None = None
     jobs: int = 1
     warm_kernels: bool = True           # fork kernels from a server that pre-imported modules
+    inputs: list[str] = field(default_factory=list)   # files and folders as given (students)
+    shard: tuple[int, int] | None = None    # grade only shard K of N (of the students)
 
 
 
@@ -148,7 +152,7 @@ def stage(result: Result, assignments: list[Assignment], root: Path, key: str,
     nb = None
     try:
         nb = read_submission(path)
-        a = find_assignment(nb, path, assignments)
+        a = find_assignment(nb, path, assignments, result.notes)
         if a is None:
             raise InvalidSubmission(f"not graded: no assignment matches {path.name!r} (expected "
                                     f"one of {sorted(x.name for x in assignments)})")
@@ -387,7 +391,14 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Options]:
     p.add_argument("--no-warm-kernels", dest="warm_kernels", action="store_false",
                    help="start every kernel from scratch instead of forking it from a server "
                         "that has imported the solutions' modules (slower; same scores)")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="grade only the K-th of N equal parts of the students (merge the N "
+                        "report folders with `dptlearn-grade merge`)")
     args = p.parse_args(argv)
+    try:
+        shard = parse_shard(args.shard) if args.shard is not None else None
+    except ValueError as exc:
+        p.error(f"--shard: {exc}")
     if args.jobs < 1:
         p.error(f"--jobs: expected a positive number, got {args.jobs}")
     if args.timeout <= 0:
@@ -401,7 +412,7 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Options]:
         p.error(f"no such submission file: {', '.join(missing)}" if missing else
                 "no .ipynb files found in the given folders")
     return subs, Options(solutions, args.report_dir, args.timeout, args.device, args.jobs,
-                         args.warm_kernels)
+                         args.warm_kernels, args.submissions, shard)
 
 
 def grade(submissions: list[str], opts: Options, progress=print) -> list[Result]:
@@ -410,11 +421,22 @@ def grade(submissions: list[str], opts: Options, progress=print) -> list[Result]
         assignments = read_assignments(opts.solutions)
     except SourceError as exc:
         raise SystemExit(f"dptlearn-grade: the solution notebooks are invalid:\n{exc}") from None
-    opts.report_dir.mkdir(parents=True, exist_ok=True)
-    for stale in opts.report_dir.glob("*.junit.xml"):
-        stale.unlink()
     t0 = time.perf_counter()
     results = [Result(sub, name) for sub, name in zip(submissions, report_names(submissions))]
+    assign_students(results, opts.inputs)
+    results = in_shard(results, opts.shard)      # names above come from the whole class
+    try:
+        with fresh_report_dir(opts.report_dir) as out:   # swapped in whole at the end
+            _grade_into(results, assignments, replace(opts, report_dir=out), progress)
+            write_manifest(out, run_manifest(assignments, submissions, results, opts.shard,
+                                             time.perf_counter() - t0))
+    except ReportDirError as exc:
+        raise SystemExit(f"dptlearn-grade: {exc}") from None
+    return results
+
+
+def _grade_into(results: list[Result], assignments: list[Assignment], opts: Options,
+                progress) -> None:
     with tempfile.TemporaryDirectory(prefix="dptlearn-grade-") as tmp:
         root = Path(tmp)
         (root / "plugin").mkdir()
@@ -431,13 +453,13 @@ def grade(submissions: list[str], opts: Options, progress=print) -> list[Result]
         write_result(opts.report_dir, r)
         progress(f"{r.score:>4}/{r.max_score:<4} {r.duration_s:6.1f}s  {r.submission}"
                  + (f"  ({r.error})" if r.error else ""))
-    seconds = time.perf_counter() - t0
-    (opts.report_dir / "summary.csv").write_text(summary_csv(results), encoding="utf-8")
-    (opts.report_dir / "summary.md").write_text(summary_md(results, seconds), encoding="utf-8")
-    return results
+    write_summaries(opts.report_dir, results)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["merge"]:                   # dptlearn-grade merge DIR... --report-dir OUT
+        return merge_main(argv[1:])
     submissions, opts = parse_args(argv)
     try:
         results = grade(submissions, opts)

@@ -1,7 +1,13 @@
-"""Reports out: per-submission JSON and JUnit files, the class summary (CSV and Markdown)."""
+"""Reports out: per-submission JSON and JUnit files, the class summary (CSV, Markdown) and the
+gradebook (CSV that Canvas and Moodle import).
+
+Everything the class-level files say is computed from the per-submission ``Result``s alone and
+in a canonical order, so merging shard report folders gives byte-identical summaries.
+"""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import xml.etree.ElementTree as ET
@@ -9,6 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .plugin import clean_message
+
+GRADEBOOK_ID_COLUMNS = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+GRADEBOOK_TOTAL = "dptlearn total"
 
 
 @dataclass
@@ -18,6 +27,7 @@ class ExerciseResult:
     max_points: int
     passed: bool
     message: str
+    flags: list[str] = field(default_factory=list)   # e.g. reference use, forgery attempt
 
 
 @dataclass
@@ -32,12 +42,30 @@ class Result:
     exercises: list[ExerciseResult] = field(default_factory=list)
     error: str | None = None
     duration_s: float = 0.0
+    student: str | None = None          # folder name, or the LMS download name's student
+    student_id: str | None = None       # the LMS's user id, where the file name carries it
+    student_from: str | None = None     # "folder", "canvas" or "moodle"
+    notes: list[str] = field(default_factory=list)   # metadata vs file name, late, ...
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        d["duration_s"] = round(self.duration_s, 2)
-        return d
+        return asdict(self)
 
+    @classmethod
+    def from_json(cls, d: dict) -> Result:
+        """The inverse of ``to_json`` (unknown keys are ignored)."""
+        known = {f.name for f in dataclasses.fields(ExerciseResult)}
+        exercises = [ExerciseResult(**{k: v for k, v in e.items() if k in known})
+                     for e in d.get("exercises", [])]
+        fields = {f.name for f in dataclasses.fields(cls)} - {"exercises"}
+        return cls(exercises=exercises, **{k: v for k, v in d.items() if k in fields})
+
+    @property
+    def student_key(self) -> str:
+        """What groups one student's submissions (as ``submissions.Student.key``)."""
+        return f"id:{self.student_id}" if self.student_id else f"name:{self.student or ''}"
+
+
+# ----------------------------------------------------------------------------- per submission
 
 def write_junit(path: Path, name: str, cases: list[ET.Element]) -> None:
     """One submission's testcases (cut from its batch's report) as a JUnit XML file."""
@@ -75,6 +103,7 @@ def write_partial_junit(path: Path, result: Result) -> None:
 def write_result(report_dir: Path, result: Result) -> None:
     """``<name>.json``; also the JUnit file when no run produced one."""
     result.score = sum(e.points for e in result.exercises)
+    result.duration_s = round(result.duration_s, 2)     # as in the JSON, so merges add up alike
     junit = report_dir / f"{result.name}.junit.xml"
     if not junit.exists():
         write_error_junit(junit, result.name, result.error or "not graded")
@@ -82,10 +111,18 @@ def write_result(report_dir: Path, result: Result) -> None:
         json.dumps(result.to_json(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+# ----------------------------------------------------------------------------- the class
+
+def ordered(results: list[Result]) -> list[Result]:
+    """The canonical order of every class-level file: by student, assignment, submission."""
+    return sorted(results, key=lambda r: (r.student or "", r.student_key, r.assignment or "",
+                                          r.submission, r.name))
+
+
 def exercise_columns(results: list[Result]) -> list[str]:
-    """Every exercise id met, in first-seen order."""
+    """Every exercise id met: assignments by name, each one's exercises in notebook order."""
     cols: list[str] = []
-    for r in results:
+    for r in sorted(results, key=lambda r: r.assignment or ""):
         cols += [e.id for e in r.exercises if e.id not in cols]
     return cols
 
@@ -94,14 +131,17 @@ def summary_csv(results: list[Result]) -> str:
     cols = exercise_columns(results)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["submission", "report", "assignment", "score", "max_score", "error"]
-               + [f"{c}{suffix}" for c in cols for suffix in (":points", ":max", ":message")])
-    for r in results:
+    w.writerow(["submission", "report", "student", "student_id", "assignment", "score",
+                "max_score", "error", "notes"]
+               + [f"{c}{suffix}" for c in cols
+                  for suffix in (":points", ":max", ":message", ":flags")])
+    for r in ordered(results):
         by_id = {e.id: e for e in r.exercises}
-        row = [r.submission, r.name, r.assignment or "", r.score, r.max_score, r.error or ""]
+        row = [r.submission, r.name, r.student or "", r.student_id or "", r.assignment or "",
+               r.score, r.max_score, r.error or "", "; ".join(r.notes)]
         for c in cols:
             e = by_id.get(c)
-            row += [e.points, e.max_points, e.message] if e else ["", "", ""]
+            row += [e.points, e.max_points, e.message, "; ".join(e.flags)] if e else [""] * 4
         w.writerow(row)
     return buf.getvalue()
 
@@ -110,24 +150,103 @@ def _md(text: str) -> str:
     return clean_message(text, 400).replace("|", "\\|")
 
 
-def summary_md(results: list[Result], seconds: float) -> str:
-    cols = exercise_columns(results)
-    lines = ["# Grading summary", "",
-             "| submission | assignment | score | " + " | ".join(f"`{c}`" for c in cols) + " |",
-             "|---|---|---|" + "---|" * len(cols)]
-    for r in results:
-        by_id = {e.id: e for e in r.exercises}
-        cells = []
-        for c in cols:
-            e = by_id.get(c)
-            if e is None:
-                cells.append("")
-            elif e.passed or r.error:              # a run-level error is shown once, in "score"
-                cells.append(f"{'✓' if e.passed else '✗'} {e.points}/{e.max_points}")
-            else:
-                cells.append(f"✗ {e.points}/{e.max_points}: {_md(e.message)}")
-        score = f"**{r.score}/{r.max_score}**" + (f" ({_md(r.error)})" if r.error else "")
-        lines.append(f"| {_md(r.submission)} | {r.assignment or '—'} | {score} | "
-                     + " | ".join(cells) + " |")
-    lines += ["", f"{len(results)} submission(s) graded in {seconds:.1f} s."]
+def _md_cell(e: ExerciseResult, run_failed: bool) -> str:
+    mark = f"{'✓' if e.passed else '✗'} {e.points}/{e.max_points}"
+    if not e.passed and not run_failed:         # a run-level error is shown once, in "score"
+        mark += f": {_md(e.message)}"
+    return mark + (f" ⚑ {_md(', '.join(e.flags))}" if e.flags else "")
+
+
+def summary_md(results: list[Result]) -> str:
+    """One table per assignment (student × exercise), then what needs the teacher's eye."""
+    results = ordered(results)
+    lines = ["# Grading summary", ""]
+    for name in sorted({r.assignment for r in results if r.assignment}):
+        mine = [r for r in results if r.assignment == name]
+        cols = exercise_columns(mine)
+        lines += [f"## {name}", "",
+                  "| student | submission | assignment | score | "
+                  + " | ".join(f"`{c}`" for c in cols) + " |",
+                  "|---|---|---|---|" + "---|" * len(cols)]
+        for r in mine:
+            by_id = {e.id: e for e in r.exercises}
+            cells = [_md_cell(by_id[c], bool(r.error)) if c in by_id else "" for c in cols]
+            score = f"**{r.score}/{r.max_score}**" + (f" ({_md(r.error)})" if r.error else "")
+            lines.append(f"| {_md(r.student or '—')} | {_md(r.submission)} | {name} | {score} | "
+                         + " | ".join(cells) + " |")
+        lines.append("")
+    ungraded = [r for r in results if not r.assignment]
+    if ungraded:
+        lines += ["## Not graded", ""]
+        lines += [f"- {_md(r.student or '—')}: {_md(r.submission)}: {_md(r.error or '')}"
+                  for r in ungraded]
+        lines.append("")
+    look = [f"- {_md(r.submission)}: {_md(note)}" for r in results for note in r.notes]
+    look += [f"- {_md(r.submission)}, `{e.id}`: ⚑ {_md(', '.join(e.flags))} ({_md(e.message)})"
+             for r in results for e in r.exercises if e.flags]
+    look += [f"- {_md(text)}" for text in duplicate_warnings(results)]
+    if look:
+        lines += ["## Needs a look", ""] + look + [""]
+    seconds = sum(r.duration_s for r in results)
+    lines.append(f"{len(results)} submission(s) of {len({r.student_key for r in results})} "
+                 f"student(s); {seconds:.1f} s of notebook run time.")
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- gradebook
+
+def _best_by_assignment(results: list[Result]) -> dict[str, Result]:
+    best: dict[str, Result] = {}
+    for r in results:
+        if r.assignment and (r.assignment not in best or r.score > best[r.assignment].score):
+            best[r.assignment] = r
+    return best
+
+
+def duplicate_warnings(results: list[Result]) -> list[str]:
+    """A student with several submissions of one assignment: the gradebook counts the best."""
+    out = []
+    for key, mine in _by_student(results).items():
+        for a in sorted({r.assignment for r in mine if r.assignment}):
+            same = [r for r in mine if r.assignment == a]
+            if len(same) > 1:
+                out.append(f"student {mine[0].student!r} handed in {a} {len(same)} times "
+                           f"({', '.join(r.submission for r in same)}); the gradebook counts "
+                           f"the best score, {_best_by_assignment(same)[a].score}")
+    return out
+
+
+def _by_student(results: list[Result]) -> dict[str, list[Result]]:
+    groups: dict[str, list[Result]] = {}
+    for r in ordered(results):
+        groups.setdefault(r.student_key, []).append(r)
+    return groups
+
+
+def gradebook_csv(results: list[Result]) -> str:
+    """One row per student: identity columns, points per assignment, total.
+
+    The identity columns are those of a Canvas gradebook export (Canvas matches rows on
+    ``ID``, its user id, which Canvas's download names carry); ``SIS Login ID`` holds the
+    student's folder name, for Moodle's "Map from" (username or email). An assignment the
+    student did not hand in is left empty.
+    """
+    assignments = sorted({r.assignment for r in results if r.assignment})
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(GRADEBOOK_ID_COLUMNS + assignments + [GRADEBOOK_TOTAL])
+    for mine in _by_student(results).values():
+        first = mine[0]
+        best = _best_by_assignment(mine)
+        login = (first.student or "") if first.student_from == "folder" else ""
+        w.writerow([first.student or "", first.student_id or "", "", login, ""]
+                   + [best[a].score if a in best else "" for a in assignments]
+                   + [sum(r.score for r in best.values())])
+    return buf.getvalue()
+
+
+def write_summaries(report_dir: Path, results: list[Result]) -> None:
+    """summary.csv, summary.md and gradebook.csv of ``results``."""
+    for name, text in (("summary.csv", summary_csv(results)), ("summary.md", summary_md(results)),
+                       ("gradebook.csv", gradebook_csv(results))):
+        (report_dir / name).write_text(text, encoding="utf-8")

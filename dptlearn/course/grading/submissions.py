@@ -1,11 +1,15 @@
-"""Submissions in: finding the notebooks, reading them safely, matching each to its assignment."""
+"""Submissions in: finding the notebooks, reading them safely, telling whose they are (folders,
+Canvas and Moodle download names) and which assignment they answer; sharding by student."""
 from __future__ import annotations
 
 import json
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..exercises import Assignment
+from .report import Result
 
 MAX_NOTEBOOK_BYTES = 200 * 2**20
 
@@ -80,19 +84,127 @@ def read_submission(path: Path) -> dict:
     return nb
 
 
-def find_assignment(nb: dict | None, path: Path, assignments: list[Assignment]) -> Assignment | None:
+def find_assignment(nb: dict | None, path: Path, assignments: list[Assignment],
+                    notes: list[str] | None = None) -> Assignment | None:
     """The assignment named in ``metadata.dptlearn.assignment``, else by file name.
 
-    File-name match: the stem equals an assignment's name, or starts with it (the longest wins),
-    so ``03_reassemble-alice.ipynb`` still finds ``03_reassemble``.
+    File-name match, after dropping a Canvas or Moodle download prefix: the stem equals an
+    assignment's name, or starts with it (the longest wins), so ``03_reassemble-alice.ipynb``
+    and Canvas's ``doejane_12_345_03_reassemble-1.ipynb`` still find ``03_reassemble``.
+    When the metadata and the file name disagree, the metadata wins and a sentence saying so
+    is appended to ``notes`` (also when the metadata names no assignment).
     """
     by_name = {a.name: a for a in assignments}
-    meta = (nb or {}).get("metadata") if isinstance(nb, dict) else None
-    declared = ((meta or {}).get("dptlearn") or {}) if isinstance(meta, dict) else {}
-    if isinstance(declared, dict) and declared.get("assignment") in by_name:
-        return by_name[declared["assignment"]]
-    stem = path.stem
-    if stem in by_name:
-        return by_name[stem]
+    meta = nb.get("metadata") if isinstance(nb, dict) else None
+    declared = meta.get("dptlearn") if isinstance(meta, dict) else None
+    claimed = declared.get("assignment") if isinstance(declared, dict) else None
+    filename = original_name(path.name)
+    stem = Path(filename).stem
     prefixed = [a for a in assignments if stem.startswith(a.name)]
-    return max(prefixed, key=lambda a: len(a.name)) if prefixed else None
+    by_file = by_name.get(stem) or (max(prefixed, key=lambda a: len(a.name)) if prefixed else None)
+    if claimed in by_name:
+        if by_file is not None and by_file.name != claimed and notes is not None:
+            notes.append(f"graded as {claimed}, the assignment named in the notebook's metadata; "
+                         f"its file name {filename!r} suggests {by_file.name}")
+        return by_name[claimed]
+    if claimed is not None and notes is not None:
+        notes.append(f"the notebook's metadata names assignment {str(claimed)[:80]!r}, which "
+                     f"does not exist; " + (f"matched {by_file.name} by its file name"
+                                            if by_file else "its file name matches none either"))
+    return by_file
+
+
+# ----------------------------------------------------------------------------- who and what
+
+# Canvas's "Download Submissions": <lastfirst>[_LATE]_<user id>_<submission id>_<original name>
+CANVAS_FILE_RE = re.compile(r"^(?P<name>[^_]+?)(?P<late>_LATE)?_(?P<uid>\d+)_(?P<sid>\d+)_(?P<orig>.+)$",
+                            re.IGNORECASE)
+# Moodle's "Download all submissions": <Full Name>_<participant id>_assignsubmission_file_<name>,
+# as one flat file or (the default since Moodle 3.1) as a folder holding the original file
+MOODLE_FILE_RE = re.compile(r"^(?P<name>[^_]+)_(?P<pid>\d+)_assignsubmission_file_(?P<orig>.+)$")
+MOODLE_FOLDER_RE = re.compile(r"^(?P<name>[^_]+)_(?P<pid>\d+)_assignsubmission_file_?$")
+
+
+@dataclass(frozen=True)
+class Student:
+    """Who handed a notebook in, as far as its path tells."""
+
+    name: str                       # folder name, Canvas's "lastfirst" or Moodle's full name
+    lms_id: str | None = None       # Canvas's user id (stable across assignments)
+    source: str = "folder"          # "folder", "canvas" or "moodle"
+    late: bool = False              # Canvas marked the file _LATE
+
+    @property
+    def key(self) -> str:
+        """What groups one student's notebooks (shards, gradebook rows)."""
+        return f"id:{self.lms_id}" if self.lms_id else f"name:{self.name}"
+
+
+def original_name(filename: str) -> str:
+    """The file name the student gave, without a Canvas or Moodle download prefix."""
+    m = CANVAS_FILE_RE.match(filename) or MOODLE_FILE_RE.match(filename)
+    return m["orig"] if m else filename
+
+
+def _from_folder(folder: str) -> Student:
+    m = MOODLE_FOLDER_RE.match(folder)
+    return Student(m["name"].strip(), source="moodle") if m else Student(folder)
+
+
+def identify_student(path: str, roots: list[str]) -> Student:
+    """The student of ``path``, given the files and folders named on the command line.
+
+    A file in a folder below a given folder belongs to that first folder (one folder per
+    student; Moodle's ``Full Name_123_assignsubmission_file_`` folders give the full name).
+    A file lying directly in a given folder, or given itself, is named after its LMS
+    download name (Canvas, Moodle), else after the folder that holds it.
+    """
+    p = Path(os.path.abspath(path))
+    folders = [Path(os.path.abspath(r)) for r in roots]
+    below = [p.relative_to(f).parts for f in folders if f in p.parents]
+    rel = min(below, key=len) if below else (p.name,)
+    if len(rel) > 1:
+        return _from_folder(rel[0])
+    if m := CANVAS_FILE_RE.match(p.name):
+        return Student(m["name"], m["uid"], "canvas", late=bool(m["late"]))
+    if m := MOODLE_FILE_RE.match(p.name):
+        return Student(m["name"].strip(), source="moodle")
+    return _from_folder(p.parent.name or str(p.parent))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N) with 1 <= K <= N; ValueError naming what was expected."""
+    k, sep, n = text.partition("/")
+    if not (sep and k.strip().isdigit() and n.strip().isdigit()):
+        raise ValueError(f"expected K/N with whole numbers, e.g. 2/4, got {text!r}")
+    k, n = int(k), int(n)
+    if n < 1 or not 1 <= k <= n:
+        raise ValueError(f"expected 1 <= K <= N, got {k}/{n}")
+    return k, n
+
+
+def shard_of(keys: list[str], n: int) -> dict[str, int]:
+    """Shard number (1..n) of each student key: round robin over the sorted distinct keys.
+
+    All notebooks of a student share a key, hence a shard; the order of the command line
+    does not matter; shard sizes differ by at most one student.
+    """
+    return {key: i % n + 1 for i, key in enumerate(sorted(set(keys)))}
+
+
+def assign_students(results: list[Result], inputs: list[str]) -> None:
+    """Fill each result's student fields from its path (see ``identify_student``)."""
+    for r in results:
+        s = identify_student(r.submission, inputs)
+        r.student, r.student_id, r.student_from = s.name, s.lms_id, s.source
+        if s.late:
+            r.notes.append("handed in late (Canvas's download name says LATE)")
+
+
+def in_shard(results: list[Result], shard: tuple[int, int] | None) -> list[Result]:
+    """The results of shard K of N (all of them without a shard); students must be assigned."""
+    if shard is None:
+        return results
+    k, n = shard
+    where = shard_of([r.student_key for r in results], n)
+    return [r for r in results if where[r.student_key] == k]
