@@ -1,0 +1,502 @@
+"""Tests of the grader's intake and reports: whose notebook (folders, Canvas and Moodle download
+names), which assignment (metadata vs file name), shards, merging shard report folders, report
+folders replaced whole (never a user's folder), flags and notes, and the gradebook.
+
+Almost everything runs on synthetic ``Result`` objects, without kernels; one end-to-end test
+grades the small fixture in tests/grading/ as two shards and as one run and merges.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import random
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from dptlearn.course import exercises
+from dptlearn.course.grading import grade, reportdir
+from dptlearn.course.grading.report import (ExerciseResult, Result, gradebook_csv, summary_csv,
+                                            summary_md, write_result, write_summaries)
+from dptlearn.course.grading.reportdir import (MANIFEST, ReportDirError, fresh_report_dir, merge,
+                                               run_manifest, write_manifest)
+from dptlearn.course.grading.submissions import (Student, assign_students, find_assignment,
+                                                 identify_student, in_shard, original_name,
+                                                 parse_shard, shard_of)
+
+sys.path.insert(0, str(Path(__file__).parent / "grading"))
+import crafted  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- whose notebook
+
+@pytest.mark.parametrize("path, roots, expected", [
+    ("subs/doejane_123_4567_02_rearrange.ipynb", ["subs"],                        # Canvas
+     Student("doejane", "123", "canvas")),
+    ("subs/doejane_LATE_123_4567_02_rearrange.ipynb", ["subs"],                   # Canvas, late
+     Student("doejane", "123", "canvas", late=True)),
+    ("subs/Jane Doe_98765_assignsubmission_file_02_rearrange.ipynb", ["subs"],    # Moodle file
+     Student("Jane Doe", source="moodle")),
+    ("subs/Jane Doe_98765_assignsubmission_file_/02_rearrange.ipynb", ["subs"],   # Moodle folder
+     Student("Jane Doe", source="moodle")),
+    ("subs/alice/02_rearrange.ipynb", ["subs"], Student("alice")),              # plain folder
+    ("subs/alice/week1/02_rearrange.ipynb", ["subs"], Student("alice")),        # nested in it
+    ("subs/alice/02_rearrange.ipynb", ["subs/alice/02_rearrange.ipynb"], Student("alice")),
+    ("subs/alice/02_rearrange.ipynb", ["subs/alice"], Student("alice")),        # its own folder
+    ("class/02_rearrange.ipynb", ["class"], Student("class")),                  # no LMS name
+    ("subs/alice/doejane_1_2_02_rearrange.ipynb", ["subs"], Student("alice")),  # folder wins
+])
+def test_students_from_folders_and_lms_download_names(path, roots, expected):
+    assert identify_student(path, roots) == expected
+
+
+@pytest.mark.parametrize("name, original", [
+    ("doejane_123_4567_02_rearrange.ipynb", "02_rearrange.ipynb"),
+    ("doejane_LATE_123_4567_02_rearrange-1.ipynb", "02_rearrange-1.ipynb"),
+    ("Jane Doe_98765_assignsubmission_file_02_rearrange.ipynb", "02_rearrange.ipynb"),
+    ("02_rearrange.ipynb", "02_rearrange.ipynb"),
+    ("03_reassemble-alice.ipynb", "03_reassemble-alice.ipynb"),
+])
+def test_original_name_drops_the_download_prefix(name, original):
+    assert original_name(name) == original
+
+
+def test_student_keys_group_canvas_by_user_id_and_others_by_name():
+    assert Student("doejane", "123", "canvas").key == Student("janedoe", "123", "canvas").key
+    assert Student("alice").key != Student("bob").key
+    results = [Result("subs/doejane_LATE_123_4_02_x.ipynb", "a"), Result("subs/bob/02.ipynb", "b")]
+    assign_students(results, ["subs"])
+    assert [(r.student, r.student_id, r.student_from) for r in results] == \
+        [("doejane", "123", "canvas"), ("bob", None, "folder")]
+    assert results[0].notes == ["handed in late (Canvas's download name says LATE)"]
+    assert results[1].notes == []
+
+
+# ----------------------------------------------------------------------------- which assignment
+
+def fake_assignments(*names: str) -> list[exercises.Assignment]:
+    return [exercises.Assignment(n, Path(f"solutions/{n}.ipynb"), {"cells": []}, []) for n in names]
+
+
+def with_metadata(name: str | None) -> dict:
+    return {"cells": [], "metadata": {"dptlearn": {"assignment": name}} if name else {}}
+
+
+def test_metadata_and_file_name_agree():
+    a = fake_assignments("02_rearrange", "03_reassemble")
+    notes: list[str] = []
+    got = find_assignment(with_metadata("02_rearrange"), Path("x/02_rearrange.ipynb"), a, notes)
+    assert got is a[0] and notes == []
+
+
+def test_metadata_wins_over_the_file_name_and_says_so():
+    a = fake_assignments("02_rearrange", "03_reassemble")
+    notes: list[str] = []
+    got = find_assignment(with_metadata("03_reassemble"), Path("x/02_rearrange.ipynb"), a, notes)
+    assert got is a[1]
+    assert notes == ["graded as 03_reassemble, the assignment named in the notebook's metadata; "
+                     "its file name '02_rearrange.ipynb' suggests 02_rearrange"]
+
+
+def test_missing_metadata_falls_back_to_the_file_name_quietly():
+    a = fake_assignments("02_rearrange", "03_reassemble")
+    notes: list[str] = []
+    assert find_assignment(with_metadata(None), Path("x/03_reassemble-v2.ipynb"), a, notes) is a[1]
+    assert find_assignment(None, Path("x/nothing.ipynb"), a, notes) is None
+    assert notes == []
+
+
+def test_unknown_metadata_falls_back_to_the_file_name_with_a_note():
+    a = fake_assignments("02_rearrange")
+    notes: list[str] = []
+    assert find_assignment(with_metadata("99_x"), Path("x/02_rearrange.ipynb"), a, notes) is a[0]
+    assert notes == ["the notebook's metadata names assignment '99_x', which does not exist; "
+                     "matched 02_rearrange by its file name"]
+
+
+def test_lms_renamed_files_match_by_metadata_and_by_name():
+    """The issue's case: Canvas's doe_123_456_02_rearrange.ipynb was 'no assignment matches'."""
+    a = fake_assignments("01_tokens_and_hooks", "02_rearrange")
+    canvas = Path("subs/doe_123_456_02_rearrange.ipynb")
+    moodle = Path("subs/Jane Doe_9_assignsubmission_file_02_rearrange-1.ipynb")
+    for path in (canvas, moodle):
+        assert find_assignment(with_metadata("02_rearrange"), path, a) is a[1]
+        assert find_assignment(with_metadata(None), path, a) is a[1]
+
+
+# ----------------------------------------------------------------------------- shards
+
+def class_results(n_students: int = 7, n_assignments: int = 3) -> list[Result]:
+    """Synthetic results: students in folders, one Canvas student, one Moodle student."""
+    out = []
+    names = [f"s{i:02d}" for i in range(n_students - 2)]
+    for a in range(n_assignments):
+        for s in names:
+            out.append(Result(f"subs/{s}/0{a}_x.ipynb", f"{s}__0{a}_x"))
+        out.append(Result(f"subs/doejane_55_{900 + a}_0{a}_x.ipynb", f"doejane_55_{900 + a}_0{a}_x"))
+        out.append(Result(f"subs/Jane Roe_{70 + a}_assignsubmission_file_/0{a}_x.ipynb",
+                          f"Jane Roe_{70 + a}_assignsubmission_file___0{a}_x"))
+    assign_students(out, ["subs"])
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 9])
+def test_shards_are_disjoint_cover_everything_and_keep_students_together(n):
+    results = class_results()
+    shards = [in_shard(results, (k, n)) for k in range(1, n + 1)]
+    names = [r.name for s in shards for r in s]
+    assert sorted(names) == sorted(r.name for r in results)          # covering, disjoint
+    for s in shards:
+        others = {r.student_key for t in shards if t is not s for r in t}
+        assert not {r.student_key for r in s} & others                 # a student in one shard
+    sizes = [len({r.student_key for r in s}) for s in shards]
+    assert max(sizes) - min(sizes) <= 1                                # students spread evenly
+
+
+def test_shards_do_not_depend_on_the_order_of_the_command_line():
+    results = class_results()
+    shuffled = results[:]
+    random.Random(0).shuffle(shuffled)
+    for k in (1, 2, 3):
+        assert sorted(r.name for r in in_shard(results, (k, 3))) == \
+            sorted(r.name for r in in_shard(shuffled, (k, 3)))
+    assert shard_of(["b", "a", "c", "a"], 2) == {"a": 1, "b": 2, "c": 1}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0/3", "expected 1 <= K <= N, got 0/3"),
+    ("4/3", "expected 1 <= K <= N, got 4/3"),
+    ("1/0", "expected 1 <= K <= N, got 1/0"),
+    ("2", "expected K/N with whole numbers, e.g. 2/4, got '2'"),
+    ("a/b", "expected K/N with whole numbers, e.g. 2/4, got 'a/b'"),
+    ("-1/3", "expected K/N with whole numbers, e.g. 2/4, got '-1/3'"),
+])
+def test_bad_shards_are_refused_with_a_clear_message(text, message, tmp_path, monkeypatch, capsys):
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        parse_shard(text)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.ipynb").write_text("{}")
+    with pytest.raises(SystemExit) as exc:
+        grade.main(["x.ipynb", f"--shard={text}"])
+    assert exc.value.code == 2 and f"--shard: {message}" in capsys.readouterr().err
+
+
+def test_good_shards_parse():
+    assert parse_shard("1/1") == (1, 1) and parse_shard("3/4") == (3, 4)
+
+
+# ----------------------------------------------------------------------------- merging
+
+def fixture_assignments() -> list[exercises.Assignment]:
+    return exercises.read_assignments(crafted.SOLUTIONS)
+
+
+def graded(results: list[Result]) -> list[Result]:
+    """Give synthetic results of the fixture assignment deterministic, varied scores."""
+    (a,) = fixture_assignments()
+    for i, r in enumerate(results):
+        r.assignment, r.max_score, r.duration_s = a.name, a.max_score, 0.37 * (i % 5)
+        r.exercises = [ExerciseResult(ex.id, ex.points if (i + j) % 3 else 0, ex.points,
+                                      bool((i + j) % 3), "passed" if (i + j) % 3 else
+                                      f"AssertionError: wrong {ex.id}", [])
+                       for j, ex in enumerate(a.exercises)]
+        if i % 4 == 1:
+            r.exercises[0].flags = ["reference use"]
+        r.score = sum(e.points for e in r.exercises)
+    return results
+
+
+def write_run(folder: Path, submissions: list[str], results: list[Result],
+              shard: tuple[int, int] | None) -> None:
+    """What grade() writes, without running notebooks."""
+    with fresh_report_dir(folder) as out:
+        for r in results:
+            write_result(out, r)
+        write_summaries(out, results)
+        write_manifest(out, run_manifest(fixture_assignments(), submissions, results, shard, 1.0))
+
+
+def folder_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != MANIFEST}
+
+
+@pytest.fixture
+def shard_folders(tmp_path):
+    """(one run's folder, [shard folders of 3], submission list)."""
+    results = graded(class_results())
+    subs = [r.submission for r in results]
+    write_run(tmp_path / "one", subs, copy.deepcopy(results), None)
+    shards = []
+    for k in (1, 2, 3):
+        shards.append(tmp_path / f"shard{k}")
+        write_run(shards[-1], subs, copy.deepcopy(in_shard(results, (k, 3))), (k, 3))
+    return tmp_path / "one", shards, subs
+
+
+def test_merge_equals_one_run(shard_folders, tmp_path):
+    one, shards, _ = shard_folders
+    merge(list(reversed(shards)), tmp_path / "merged")
+    assert folder_files(tmp_path / "merged") == folder_files(one)
+    m1, mm = (json.loads((f / MANIFEST).read_text()) for f in (one, tmp_path / "merged"))
+    assert mm["shards"] == [1, 2, 3] and mm["shard_count"] == 3
+    assert mm["reports"] == m1["reports"] and mm["solutions"] == m1["solutions"]
+    assert "summary.md" in folder_files(one) and "gradebook.csv" in folder_files(one)
+
+
+def test_merge_through_the_cli(shard_folders, tmp_path, capsys):
+    one, shards, _ = shard_folders
+    out = tmp_path / "cli"
+    assert grade.main(["merge", *map(str, shards), "--report-dir", str(out)]) == 0
+    assert folder_files(out) == folder_files(one)
+    assert grade.main(["merge", str(shards[0]), "--report-dir", str(out)]) == 2
+    assert "shard(s) 2/3, 3/3 missing" in capsys.readouterr().err
+    assert folder_files(out) == folder_files(one)          # a failed merge leaves it alone
+
+
+def edit_manifest(folder: Path, **changes) -> None:
+    m = json.loads((folder / MANIFEST).read_text())
+    m.update(changes)
+    (folder / MANIFEST).write_text(json.dumps(m))
+
+
+def test_merge_errors(shard_folders, tmp_path):
+    one, (s1, s2, s3), _ = shard_folders
+    out = tmp_path / "out"
+
+    def fails(folders, text):
+        with pytest.raises(ReportDirError) as exc:
+            merge(folders, out)
+        assert text in str(exc.value), str(exc.value)
+        assert not out.exists()
+
+    fails([s1, s2], "shard(s) 3/3 missing")
+    fails([s1, s2, s3, s1], "is given twice")
+    fails([s1, s2, s3, one], "is a shard of 1 but")
+    user = tmp_path / "notes"
+    user.mkdir()
+    (user / "todo.txt").write_text("mine")
+    fails([s1, s2, user], "not a dptlearn report folder (no valid dptlearn-report.json)")
+    fails([s1, s2, tmp_path / "nowhere"], "no such folder")
+    with pytest.raises(ReportDirError, match="would replace the shard folder"):
+        merge([s1, s2, s3], s2)
+
+    twin = tmp_path / "twin"                                # shard 3 graded twice
+    twin.mkdir()
+    for p in s3.iterdir():
+        (twin / p.name).write_bytes(p.read_bytes())
+    fails([s1, s2, s3, twin], "shard 3/3 is in both")
+    edit_manifest(twin, shards=[2])
+    fails([s1, twin, s3], "is in both")                     # same submissions in two folders
+
+    edit_manifest(s3, solutions="0" * 64)
+    fails([s1, s2, s3], "were graded against different solutions (same assignments")
+    edit_manifest(s3, assignments={"01_fixture": 7})
+    fails([s1, s2, s3], "assignments that differ: 01_fixture")
+
+    edit_manifest(s3, solutions=json.loads((s1 / MANIFEST).read_text())["solutions"],
+                  assignments={"01_fixture": 6}, inputs="1" * 64, input_count=99)
+    fails([s1, s2, s3], "were graded from different submission lists")
+
+    edit_manifest(s3, inputs=json.loads((s1 / MANIFEST).read_text())["inputs"])
+    name = json.loads((s3 / MANIFEST).read_text())["reports"][0]
+    (s3 / f"{name}.junit.xml").unlink()
+    fails([s1, s2, s3], f"incomplete report folder, {name}.junit.xml is missing")
+
+
+# ----------------------------------------------------------------------------- report folders
+
+def test_a_new_run_replaces_the_previous_report_folder_whole(tmp_path):
+    results = graded(class_results(4, 1))
+    subs = [r.submission for r in results]
+    folder = tmp_path / "report"
+    write_run(folder, subs, copy.deepcopy(results), None)
+    assert (folder / f"{results[0].name}.json").exists()
+    write_run(folder, subs[1:], copy.deepcopy(results[1:]), None)
+    assert not (folder / f"{results[0].name}.json").exists()      # the old run's file is gone
+    assert not (folder / f"{results[0].name}.junit.xml").exists()
+    assert json.loads((folder / MANIFEST).read_text())["reports"] == \
+        sorted(r.name for r in results[1:])
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]     # nothing left beside it
+
+
+def test_a_crash_leaves_the_previous_report_untouched(tmp_path):
+    results = graded(class_results(4, 1))
+    folder = tmp_path / "report"
+    write_run(folder, [r.submission for r in results], results, None)
+    before = folder_files(folder)
+    with pytest.raises(RuntimeError):
+        with fresh_report_dir(folder) as out:
+            (out / "summary.md").write_text("half a run")
+            raise RuntimeError("grader crashed")
+    assert folder_files(folder) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]
+
+
+def test_leftovers_of_a_killed_run_are_swept_but_nothing_else(tmp_path):
+    folder = tmp_path / "report"
+    stale = tmp_path / ".report.new-abc"                   # a killed run's staging folder
+    stale.mkdir()
+    (stale / reportdir.STAGING_MARK).touch()
+    lookalike = tmp_path / ".report.new-mine"              # same name pattern, not ours
+    lookalike.mkdir()
+    (lookalike / "keep.txt").write_text("keep")
+    write_run(folder, [], [], None)
+    assert not stale.exists() and (lookalike / "keep.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize("make", ["user folder", "file", "symlink"])
+def test_a_folder_that_is_not_a_report_is_refused_and_untouched(tmp_path, make):
+    target = tmp_path / "target"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    if make == "user folder":
+        target.mkdir()
+        (target / "thesis.tex").write_text("precious")
+    elif make == "file":
+        target.write_text("precious")
+    else:
+        target.symlink_to(mine, target_is_directory=True)
+    with pytest.raises(ReportDirError, match=re.escape(f"--report-dir {target}: ")):
+        with fresh_report_dir(target):
+            raise AssertionError("must not be reached")
+    assert (mine / "thesis.tex").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "target"]
+    if make == "user folder":
+        assert [p.name for p in target.iterdir()] == ["thesis.tex"]
+
+
+def test_the_grader_refuses_a_user_folder_with_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    sub = tmp_path / "alice" / f"{crafted.ASSIGNMENT}.ipynb"
+    sub.parent.mkdir()
+    sub.write_bytes((crafted.SOLUTIONS / f"{crafted.ASSIGNMENT}.ipynb").read_bytes())
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "plan.md").write_text("mine")
+    code = grade.main([str(sub), "--solutions", str(crafted.SOLUTIONS), "--report-dir", "docs"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not a dptlearn report folder" in err and "refusing" in err
+    assert [p.name for p in (tmp_path / "docs").iterdir()] == ["plan.md"]
+    assert (tmp_path / "docs" / "plan.md").read_text() == "mine"
+
+
+# ----------------------------------------------------------------------------- what it says
+
+def exercise(id, points, max_points, message="passed", flags=()) -> ExerciseResult:
+    return ExerciseResult(id, points, max_points, points == max_points, message, list(flags))
+
+
+def teacher_results() -> list[Result]:
+    rs = [
+        Result("subs/alice/02.ipynb", "alice__02", "02_rearrange", 3, 3,
+               [exercise("grid", 3, 3)], student="alice", student_from="folder"),
+        Result("subs/alice/03.ipynb", "alice__03", "03_reassemble", 0, 5,
+               [exercise("factor", 0, 2, "AssertionError: wrong | factor"),
+                exercise("branch", 0, 3, "uses dptlearn.reassemble.Reassemble, the reference "
+                         "for this exercise: write your own", ["reference use"])],
+               student="alice", student_from="folder"),
+        Result("subs/doejane_55_1_02.ipynb", "doejane_55_1_02", "02_rearrange", 0, 3,
+               [exercise("grid", 0, 3, "AssertionError: token 1", ["forgery attempt"])],
+               student="doejane", student_id="55", student_from="canvas",
+               notes=["handed in late (Canvas's download name says LATE)"]),
+        Result("subs/Jane Roe_7_assignsubmission_file_/03.ipynb", "roe__03", "03_reassemble",
+               5, 5, [exercise("factor", 2, 2, flags=["identical to the reference"]),
+                      exercise("branch", 3, 3)],
+               student="Jane Roe", student_from="moodle",
+               notes=["graded as 03_reassemble, the assignment named in the notebook's metadata; "
+                      "its file name '02.ipynb' suggests 02_rearrange"]),
+        Result("subs/Jane Roe_7_assignsubmission_file_/03-again.ipynb", "roe__03-again",
+               "03_reassemble", 2, 5, [exercise("factor", 2, 2), exercise("branch", 0, 3, "x")],
+               student="Jane Roe", student_from="moodle"),
+        Result("subs/bob/junk.ipynb", "bob__junk", None, 0, 0, [],
+               "not graded: no assignment matches 'junk.ipynb'", student="bob",
+               student_from="folder"),
+    ]
+    return rs
+
+
+def test_gradebook_has_one_row_per_student_in_canvas_and_moodle_form():
+    rows = list(csv.reader(io.StringIO(gradebook_csv(teacher_results()))))
+    assert rows == [
+        ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "02_rearrange",
+         "03_reassemble", "dptlearn total"],
+        ["Jane Roe", "", "", "", "", "", "5", "5"],            # best of two hand-ins, no 02
+        ["alice", "", "", "alice", "", "3", "0", "3"],
+        ["bob", "", "", "bob", "", "", "", "0"],
+        ["doejane", "55", "", "", "", "0", "", "0"],
+    ]
+
+
+def test_summary_md_shows_flags_notes_and_errors():
+    md = summary_md(teacher_results())
+    assert md.index("## 02_rearrange") < md.index("## 03_reassemble") < md.index("## Not graded")
+    assert ("| doejane | subs/doejane_55_1_02.ipynb | 02_rearrange | **0/3** | "
+            "✗ 0/3: AssertionError: token 1 ⚑ forgery attempt |") in md
+    assert "✗ 0/2: AssertionError: wrong \\| factor" in md          # table-safe
+    assert "✓ 2/2 ⚑ identical to the reference" in md
+    assert "- bob: subs/bob/junk.ipynb: not graded: no assignment matches 'junk.ipynb'" in md
+    look = md[md.index("## Needs a look"):]
+    assert "subs/doejane_55_1_02.ipynb: handed in late" in look
+    assert "its file name '02.ipynb' suggests 02_rearrange" in look
+    assert ("subs/alice/03.ipynb, `branch`: ⚑ reference use (uses dptlearn.reassemble.Reassemble"
+            in look)
+    assert "student 'Jane Roe' handed in 03_reassemble 2 times" in look
+    assert md.endswith("6 submission(s) of 4 student(s); 0.0 s of notebook run time.\n")
+
+
+def test_summary_csv_has_student_notes_and_flags_columns():
+    rows = list(csv.DictReader(io.StringIO(summary_csv(teacher_results()))))
+    assert [r["report"] for r in rows] == ["roe__03-again", "roe__03", "alice__02", "alice__03",
+                                           "bob__junk", "doejane_55_1_02"]
+    doe = rows[-1]
+    assert (doe["student"], doe["student_id"], doe["grid:flags"], doe["grid:points"]) == \
+        ("doejane", "55", "forgery attempt", "0")
+    assert doe["notes"].startswith("handed in late")
+    assert rows[3]["branch:flags"] == "reference use" and rows[3]["branch:max"] == "3"
+    assert rows[4]["error"].startswith("not graded") and rows[4]["grid:points"] == ""
+
+
+def test_results_round_trip_through_json():
+    for r in teacher_results():
+        assert Result.from_json(json.loads(json.dumps(r.to_json()))) == r
+    old = {"submission": "a.ipynb", "name": "a", "exercises": [
+        {"id": "x", "points": 1, "max_points": 1, "passed": True, "message": "passed"}]}
+    assert Result.from_json(old).exercises[0].flags == []          # reports from before flags
+
+
+# ----------------------------------------------------------------------------- end to end
+
+@pytest.mark.slow
+def test_shards_and_merge_equal_one_run_on_the_fixture(tmp_path):
+    """Grade 3 students (a folder, a Canvas name, a Moodle folder) as 2 shards and as one run."""
+    subs = tmp_path / "subs"
+    nb = crafted.solution_nb()
+    crafted.mistake_grid(nb)
+    nb["metadata"]["dptlearn"] = {"assignment": crafted.ASSIGNMENT}     # for homework.ipynb
+    for rel in ("alice/01_fixture.ipynb", "doejane_LATE_12_345_01_fixture.ipynb",
+                "Jane Roe_9_assignsubmission_file_/homework.ipynb"):
+        (subs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (subs / rel).write_text(json.dumps(nb))
+    args = [str(subs), "--solutions", str(crafted.SOLUTIONS), "--timeout", "30"]
+    assert grade.main(args + ["--report-dir", str(tmp_path / "one"), "--jobs", "2"]) == 0
+    for k in (1, 2):
+        assert grade.main(args + ["--report-dir", str(tmp_path / f"s{k}"), "--shard", f"{k}/2"]) == 0
+    assert grade.main(["merge", str(tmp_path / "s2"), str(tmp_path / "s1"),
+                       "--report-dir", str(tmp_path / "merged")]) == 0
+
+    def scores(folder):
+        return sorted((json.loads(p.read_text())["student"], json.loads(p.read_text())["score"])
+                      for p in folder.glob("*.json") if p.name != MANIFEST)
+
+    assert scores(tmp_path / "one") == [("Jane Roe", 4), ("alice", 4), ("doejane", 4)]
+    one, merged = (folder_files(tmp_path / f) for f in ("one", "merged"))
+    assert sorted(merged) == sorted(one) and len(one) == 3 * 2 + 3
+    for n in ("summary.csv", "gradebook.csv"):      # the others hold run times, which differ
+        assert merged[n] == one[n], n
+    rows = list(csv.reader(io.StringIO((tmp_path / "merged" / "gradebook.csv").read_text())))
+    assert rows[1:] == [["Jane Roe", "", "", "", "", "4", "4"], ["alice", "", "", "alice", "", "4", "4"],
+                        ["doejane", "12", "", "", "", "4", "4"]]
