@@ -28,8 +28,9 @@ Arguments may hold ``{"$slot": name}`` (a built object) and ``{"$standin": kind,
 every tensor is copied to the run device. A step that raises gives
 ``{"raised": type name, "message": text}`` instead of ``value``. Every step result also lists
 in ``calls`` the dptlearn head functions that ran during it, as qualified names such as
-``dptlearn.grid.tokens_to_grid`` (``sys.setprofile``), and ``recorder_off`` when the learner's
-code switched that recorder off.
+``dptlearn.grid.tokens_to_grid`` (``sys.setprofile``; the first step also names the handed-in
+object when it is a head function or class), and ``recorder_off`` when the learner's code
+switched that recorder off.
 """
 from __future__ import annotations
 
@@ -198,6 +199,17 @@ def _head_name(code) -> str | None:
     return f"dptlearn.{path.stem}.{code.co_qualname}"
 
 
+def _handed_in(student: Any) -> set:
+    """Head names of ``student`` itself when it is (or derives from) a head function or class: a
+    reference that fails before its first line runs (wrong arguments) is never seen as a call."""
+    if isinstance(student, type):
+        funcs = [getattr(v, "__func__", v) for klass in student.__mro__ for v in vars(klass).values()]
+    else:
+        funcs = [getattr(student, "__func__", getattr(student, "func", student))]
+    codes = [f.__code__ for f in funcs if hasattr(f, "__code__")]
+    return {name for name in map(_head_name, codes) if name is not None}
+
+
 @contextmanager
 def _head_calls() -> Iterator[dict]:
     """Record the head functions that run inside the block: ``{"calls": set, "recorder_off": bool}``."""
@@ -326,6 +338,8 @@ def execute(student: Any, plan: list, device=None) -> list:
             if seen["recorder_off"]:
                 result["recorder_off"] = True
             results.append(result)
+    if results:
+        results[0]["calls"] = sorted(set(results[0]["calls"]) | _handed_in(student))
     return results
 
 

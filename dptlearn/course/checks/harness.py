@@ -176,7 +176,7 @@ class Check:
             self.fail(f"the recorded results do not fit this check's plan ({len(case.plan)} steps)")
         self._no_reference(results)
         try:
-            with torch.no_grad():
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
                 return self.verify(case, results)
         except CheckFailed:
             raise
