@@ -370,6 +370,30 @@ def test_a_folder_that_is_not_a_report_is_refused_and_untouched(tmp_path, make):
         assert [p.name for p in target.iterdir()] == ["thesis.tex"]
 
 
+def test_a_report_folder_holding_a_users_file_is_refused(tmp_path):
+    results = graded(class_results(3, 1))
+    folder = tmp_path / "report"
+    write_run(folder, [r.submission for r in results], results, None)
+    (folder / "my notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(ReportDirError, match="also holds files no grading run wrote "
+                                             r"\(my notes.txt\)"):
+        write_run(folder, [], [], None)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_a_broken_manifest_or_result_is_a_clear_merge_error(shard_folders, tmp_path):
+    _, (s1, s2, s3), _ = shard_folders
+    name = json.loads((s2 / MANIFEST).read_text())["reports"][0]
+    (s2 / f"{name}.json").write_text("{not json")
+    with pytest.raises(ReportDirError, match=re.escape(f"{s2 / name}.json: not a dptlearn "
+                                                       "result (JSONDecodeError")):
+        merge([s1, s2, s3], tmp_path / "out")
+    edit_manifest(s3, reports="all")
+    with pytest.raises(ReportDirError, match="not a dptlearn report folder"):
+        merge([s1, s3], tmp_path / "out")
+
+
 def test_the_grader_refuses_a_user_folder_with_exit_2(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     sub = tmp_path / "alice" / f"{crafted.ASSIGNMENT}.ipynb"
@@ -424,10 +448,10 @@ def test_gradebook_has_one_row_per_student_in_canvas_and_moodle_form():
     assert rows == [
         ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "02_rearrange",
          "03_reassemble", "dptlearn total"],
-        ["Jane Roe", "", "", "", "", "", "5", "5"],            # best of two hand-ins, no 02
         ["alice", "", "", "alice", "", "3", "0", "3"],
         ["bob", "", "", "bob", "", "", "", "0"],
         ["doejane", "55", "", "", "", "0", "", "0"],
+        ["Jane Roe", "", "", "", "", "", "5", "5"],            # best of two hand-ins, no 02
     ]
 
 
@@ -450,14 +474,14 @@ def test_summary_md_shows_flags_notes_and_errors():
 
 def test_summary_csv_has_student_notes_and_flags_columns():
     rows = list(csv.DictReader(io.StringIO(summary_csv(teacher_results()))))
-    assert [r["report"] for r in rows] == ["roe__03-again", "roe__03", "alice__02", "alice__03",
-                                           "bob__junk", "doejane_55_1_02"]
-    doe = rows[-1]
+    assert [r["report"] for r in rows] == ["alice__02", "alice__03", "bob__junk",
+                                           "doejane_55_1_02", "roe__03-again", "roe__03"]
+    doe = rows[3]
     assert (doe["student"], doe["student_id"], doe["grid:flags"], doe["grid:points"]) == \
         ("doejane", "55", "forgery attempt", "0")
     assert doe["notes"].startswith("handed in late")
-    assert rows[3]["branch:flags"] == "reference use" and rows[3]["branch:max"] == "3"
-    assert rows[4]["error"].startswith("not graded") and rows[4]["grid:points"] == ""
+    assert rows[1]["branch:flags"] == "reference use" and rows[1]["branch:max"] == "3"
+    assert rows[2]["error"].startswith("not graded") and rows[2]["grid:points"] == ""
 
 
 def test_results_round_trip_through_json():
@@ -498,5 +522,5 @@ def test_shards_and_merge_equal_one_run_on_the_fixture(tmp_path):
     for n in ("summary.csv", "gradebook.csv"):      # the others hold run times, which differ
         assert merged[n] == one[n], n
     rows = list(csv.reader(io.StringIO((tmp_path / "merged" / "gradebook.csv").read_text())))
-    assert rows[1:] == [["Jane Roe", "", "", "", "", "4", "4"], ["alice", "", "", "alice", "", "4", "4"],
-                        ["doejane", "12", "", "", "", "4", "4"]]
+    assert rows[1:] == [["alice", "", "", "alice", "", "4", "4"],
+                        ["doejane", "12", "", "", "", "4", "4"], ["Jane Roe", "", "", "", "", "4", "4"]]

@@ -115,8 +115,8 @@ def write_result(report_dir: Path, result: Result) -> None:
 
 def ordered(results: list[Result]) -> list[Result]:
     """The canonical order of every class-level file: by student, assignment, submission."""
-    return sorted(results, key=lambda r: (r.student or "", r.student_key, r.assignment or "",
-                                          r.submission, r.name))
+    return sorted(results, key=lambda r: ((r.student or "").casefold(), r.student_key,
+                                          r.assignment or "", r.submission, r.name))
 
 
 def exercise_columns(results: list[Result]) -> list[str]:

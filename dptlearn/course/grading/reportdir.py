@@ -26,6 +26,9 @@ from .report import Result, write_summaries
 MANIFEST = "dptlearn-report.json"
 STAGING_MARK = ".dptlearn-staging"      # inside a folder that is still being written
 FORMAT = 1
+MANIFEST_FIELDS = {"shards": list, "shard_count": int, "solutions": str, "assignments": dict,
+                   "inputs": str, "input_count": int, "reports": list, "wall_s": list}
+CLASS_FILES = ("summary.csv", "summary.md", "gradebook.csv")
 
 
 class ReportDirError(Exception):
@@ -66,7 +69,17 @@ def read_manifest(folder: Path) -> dict | None:
         m = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    return m if isinstance(m, dict) and m.get("dptlearn_report") == FORMAT else None
+    if not (isinstance(m, dict) and m.get("dptlearn_report") == FORMAT
+            and all(isinstance(m.get(k), t) for k, t in MANIFEST_FIELDS.items())
+            and all(isinstance(n, str) and n and "/" not in n for n in m["reports"])):
+        return None
+    return m
+
+
+def written_by_a_run(manifest: dict) -> set[str]:
+    """The names of every file a run (or a merge) puts in a report folder."""
+    return ({MANIFEST, *CLASS_FILES}
+            | {f"{n}{ext}" for n in manifest["reports"] for ext in (".json", ".junit.xml")})
 
 
 # ----------------------------------------------------------------------------- writing
@@ -77,11 +90,20 @@ def check_target(final: Path) -> None:
         raise ReportDirError(f"--report-dir {final}: is a symbolic link; give the folder itself")
     if final.exists() and not final.is_dir():
         raise ReportDirError(f"--report-dir {final}: is a file, expected a folder")
-    if final.is_dir() and any(final.iterdir()) and read_manifest(final) is None:
+    if not final.is_dir() or not any(final.iterdir()):
+        return
+    manifest = read_manifest(final)
+    if manifest is None:
         raise ReportDirError(
             f"--report-dir {final}: the folder is not empty and is not a dptlearn report folder "
             f"(it has no {MANIFEST}); refusing to replace it. Give a new or empty folder, or one "
             f"that dptlearn-grade wrote")
+    foreign = sorted(p.name for p in final.iterdir() if p.name not in written_by_a_run(manifest))
+    if foreign:
+        raise ReportDirError(
+            f"--report-dir {final}: the report folder also holds files no grading run wrote "
+            f"({', '.join(foreign[:5])}{', …' if len(foreign) > 5 else ''}); refusing to "
+            f"replace it. Move them out first")
 
 
 def _sweep_leftovers(final: Path) -> None:
@@ -147,8 +169,12 @@ def read_report_dir(folder: Path) -> tuple[dict, list[Result]]:
         if missing:
             raise ReportDirError(f"{folder}: incomplete report folder, {', '.join(missing)} "
                                  f"is missing")
-        data = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
-        results.append(Result.from_json(data))
+        try:
+            data = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+            results.append(Result.from_json(data))
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, AttributeError) as exc:
+            raise ReportDirError(f"{folder / (name + '.json')}: not a dptlearn result "
+                                 f"({type(exc).__name__}: {exc})") from None
     return manifest, results
 
 
