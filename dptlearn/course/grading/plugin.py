@@ -1,9 +1,13 @@
 """pytest plugin that turns an nbval run into a fair, per-exercise grading run.
 
-Loaded by ``dptlearn.grade`` with ``-p dptlearn._grade_plugin`` next to ``--nbval-lax``;
-it does nothing unless ``--dptlearn-results`` is given. It relies on nbval 0.11 internals
-(``IPyNbCell.cell`` / ``.options`` / ``.parent.kernel`` / ``.parent.timed_out`` and the
-module-level ``nbval.plugin.RunningKernel``), which is why the project pins ``nbval==0.11.*``.
+Loaded by the grader (``grade.py``) with ``-p _dptlearn_grading.plugin`` next to ``--nbval-lax``,
+from a copy of this folder's plugin, warm and launcher modules; it does nothing unless
+``--dptlearn-grading`` is given. It runs where the notebooks run: inside a student's sandbox.
+Nothing it writes decides a verdict (the grader judges the probes' recorded answers itself);
+its JUnit report only explains a missing answer (a timeout, a dead kernel, an earlier error).
+It relies on nbval 0.11 internals (``IPyNbCell.cell`` / ``.options`` / ``.parent.kernel`` /
+``.parent.timed_out`` and the module-level ``nbval.plugin.RunningKernel``), which is why the
+project pins ``nbval==0.11.*``.
 
 What it changes, cell by cell (see docs/grading.md, "Scoring rules"):
 
@@ -20,17 +24,14 @@ What it changes, cell by cell (see docs/grading.md, "Scoring rules"):
   which the earlier cells are replayed silently (except the ones that crashed or timed out).
 * Each cell's stream output is capped at ``OUTPUT_CAP_CHARS`` characters, so a cell printing
   gigabytes cannot exhaust the grader's memory.
-* Every cell's report names its ``submission``: the folder the graded copy sits in (the
-  grader runs several submissions in one pytest session, one folder and one kernel each).
-* Each check cell's outcome is also appended to the ``--dptlearn-results`` JSON-lines file as
-  it happens, so a run killed by the grader's watchdog still leaves partial results.
+* Every cell's report names its ``submission``: the stem of the notebook file (the grader runs
+  all of one student's notebooks in one pytest session, one file and one kernel each).
 * With ``--dptlearn-preload MODULES`` every kernel (restarts included) is forked from a server
-  that has imported MODULES once ("warm kernels", see ``WarmKernels``): still one process per
+  that has imported MODULES once ("warm kernels", see ``warm.py``): still one process per
   notebook, but without paying ~1.6 CPU-s of torch/matplotlib imports each time.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -39,7 +40,9 @@ from queue import Empty
 
 import pytest
 
-if __name__ == "_dptlearn_grade_plugin":      # the copy a grading run's pytest loads (-p)
+from . import warm
+
+if __name__ == "_dptlearn_grading.plugin":      # the copy a grading run's pytest loads (-p)
     # nbval -> nbformat -> jsonschema imports rfc3987_syntax, which builds ~40 lark grammars
     # (~1.2 CPU-s per pytest process) for IRI format checks notebook validation never makes.
     sys.modules.setdefault("rfc3987_syntax", None)
@@ -180,301 +183,14 @@ def _make_guarded_kernel_class():
 
 
 GuardedKernel = None  # set in pytest_configure when the plugin is active
+WARM: warm.WarmKernels | None = None
 CURRENT_ENV_KERNEL_NAME = ":nbval-parent-env"  # nbval.kernel's name for --nbval-current-env
-
-
-# ----------------------------------------------------------------------------- warm kernels
-#
-# Importing torch, matplotlib and dptlearn costs a kernel ~1.6 CPU-s, more than the rest of a
-# graded notebook. With ``--dptlearn-preload MODS`` the plugin starts a *fork server*: one
-# process that imports MODS (the modules the solutions' set-up cells import) once, then forks
-# a fresh child for every kernel the run needs. Each child turns into an ordinary ipykernel,
-# so every notebook still gets its own process, its own namespace and its own copy of every
-# module's state. jupyter_client starts a tiny *launcher* instead of ipykernel: the launcher
-# asks the server for a child, forwards signals (interrupts) to it and exits with its status,
-# so the kernel manager's liveness checks, interrupts and kills work as for a plain kernel
-# (the server SIGKILLs the child as soon as its launcher's connection closes). A launcher that
-# cannot reach the server execs the plain ``ipykernel_launcher`` instead.
-
-LAUNCHER_SOURCE = r'''"""dptlearn-grade kernel launcher (see WarmKernels in the grading plugin)."""
-import errno, json, os, signal, socket, struct, sys, time
-
-REPLY_TIMEOUT_S = 40    # the server is still importing (or stuck): start a plain kernel
-
-def plain():
-    os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher"] + sys.argv[3:])
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
-
-def main():
-    server, path, args = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    deadline = time.monotonic() + 30
-    while True:                                   # the server may not have bound its socket yet
-        try:
-            sock.connect(path)
-            break
-        except OSError as exc:
-            if exc.errno != errno.ENOENT or time.monotonic() > deadline or not alive(server):
-                plain()
-            time.sleep(0.05)
-    req = json.dumps({"cwd": os.getcwd(), "env": dict(os.environ), "args": args}).encode()
-    try:
-        socket.send_fds(sock, [struct.pack("!Q", len(req)) + req], [0, 1, 2])
-        sock.settimeout(REPLY_TIMEOUT_S)
-        reply = sock.makefile("rb")
-        pid = json.loads(reply.readline())["pid"]
-    except (OSError, ValueError, KeyError):
-        sock.close()
-        plain()
-    sock.settimeout(None)
-    def forward(signum, frame):
-        try:
-            os.kill(pid, signum)
-        except OSError:
-            pass
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, forward)
-    line = reply.readline()                       # {"status": ...} once the child has ended
-    status = json.loads(line)["status"] if line else 1
-    os._exit(status if status >= 0 else 128 - status)
-
-main()
-'''
-
-
-class WarmKernels:
-    """The fork server of one pytest run and the kernel spec that starts kernels through it."""
-
-    def __init__(self, preload: list[str], where: str | None = None):
-        import subprocess
-        import tempfile
-
-        self.dir = tempfile.mkdtemp(prefix="kernels-", dir=where)
-        if len(self.dir) > 80:          # AF_UNIX socket paths are limited to ~107 bytes
-            os.rmdir(self.dir)
-            self.dir = tempfile.mkdtemp(prefix="dptlearn-kernels-")
-        self.socket = os.path.join(self.dir, "server.sock")
-        self.launcher = os.path.join(self.dir, "launcher.py")
-        with open(self.launcher, "w", encoding="utf-8") as fh:
-            fh.write(LAUNCHER_SOURCE)
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--fork-server", self.socket, *preload],
-            stdin=subprocess.DEVNULL)
-
-    def start_kernel(self, cwd, startup_timeout):
-        """nbval's ``start_new_kernel``, with the launcher as the kernel's command."""
-        from jupyter_client.manager import KernelManager
-        from nbval.kernel import NbvalKernelspecManager
-
-        launcher = [sys.executable, "-I", "-S", self.launcher, str(self.proc.pid), self.socket]
-
-        class Specs(NbvalKernelspecManager):
-            def get_kernel_spec(self, kernel_name):
-                spec = super().get_kernel_spec(kernel_name)
-                spec.argv = launcher + spec.argv[spec.argv.index("-f"):]
-                return spec
-
-        km = KernelManager(kernel_name=CURRENT_ENV_KERNEL_NAME, kernel_spec_manager=Specs())
-        km.start_kernel(stderr=open(os.devnull, "w"), cwd=cwd)
-        kc = km.client()
-        kc.start_channels()
-        try:
-            kc.wait_for_ready(timeout=startup_timeout)
-        except RuntimeError:
-            kc.stop_channels()
-            km.shutdown_kernel(now=True)
-            raise
-        return km, kc
-
-    def close(self):
-        import shutil
-
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except Exception:
-                self.proc.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-WARM: WarmKernels | None = None
-
-
-def serve(path: str, preload: list[str]) -> None:
-    """The fork server: import ``preload``, then fork one kernel per launcher that connects.
-
-    Runs until its parent (the pytest process) ends or it is terminated; its children are
-    killed with it. Single-threaded on purpose: forking is only safe without other threads.
-    """
-    import gc
-    import importlib
-    import select
-    import signal
-    import socket
-
-    parent = os.getppid()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)                 # bound before the slow imports: launchers queue up
-    listener.listen(128)
-    for name in preload:
-        try:
-            importlib.import_module(name)
-        except BaseException:           # a module that fails here fails in the kernel too
-            pass
-    gc.collect()
-    gc.freeze()                         # keep the children from touching every shared page
-    children: dict = {}                 # launcher connection -> child pid
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    try:
-        while not stop and os.getppid() == parent:
-            try:
-                ready, _, _ = select.select([listener, *children], [], [], 0.05)
-            except InterruptedError:
-                ready = []
-            for conn in ready:
-                if conn is listener:
-                    _fork_kernel(listener, children)
-                elif not conn.recv(1):      # the launcher died or was killed: so must its kernel
-                    _kill(children.pop(conn))
-                    conn.close()
-            while children:                 # report children that ended to their launchers
-                try:
-                    pid, status = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid == 0:
-                    break
-                for conn, kid in list(children.items()):
-                    if kid == pid:
-                        code = os.waitstatus_to_exitcode(status)
-                        try:
-                            conn.sendall(json.dumps({"status": code}).encode() + b"\n")
-                        except OSError:
-                            pass
-                        conn.close()
-                        del children[conn]
-    finally:
-        for pid in children.values():
-            _kill(pid)
-        for pid in children.values():
-            try:
-                os.waitpid(pid, 0)          # reaped, so their CPU time is accounted to the run
-            except OSError:
-                pass
-        listener.close()
-
-
-def _kill(pid: int) -> None:
-    import signal
-
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-
-
-def _fork_kernel(listener, children: dict) -> None:
-    """Accept one launcher, read its request and fork a kernel for it."""
-    import socket
-    import struct
-
-    conn, _ = listener.accept()
-    fds: list[int] = []
-    try:
-        conn.settimeout(10)
-        data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
-        if len(data) < 8 or len(fds) != 3:
-            raise OSError("bad request")
-        size = struct.unpack("!Q", data[:8])[0]
-        data = data[8:]
-        while len(data) < size:
-            more = conn.recv(size - len(data))
-            if not more:
-                raise OSError("truncated request")
-            data += more
-        request = json.loads(data)
-        conn.settimeout(None)
-    except (OSError, ValueError):
-        conn.close()
-        for fd in fds:
-            os.close(fd)
-        return
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            listener.close()
-            for other in children:
-                other.close()
-            conn.close()
-            code = _become_kernel(request, fds)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-        finally:
-            try:
-                import atexit
-
-                atexit._run_exitfuncs()
-                for stream in (sys.stdout, sys.stderr):
-                    stream.flush()
-            finally:
-                os._exit(code)
-    for fd in fds:
-        os.close(fd)
-    try:
-        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
-    except OSError:
-        _kill(pid)
-        conn.close()
-        return
-    children[conn] = pid
-
-
-def _become_kernel(request: dict, fds: list[int]) -> int:
-    """In the forked child: take the launcher's stdio, folder and environment, run ipykernel."""
-    import random
-    import signal
-
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for target, fd in enumerate(fds):
-        os.dup2(fd, target)
-        os.close(fd)
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
-    os.environ["JPY_PARENT_PID"] = str(os.getppid())   # ipykernel exits if the server dies
-    del sys.path[0]                     # this script's folder: ipykernel_launcher drops its
-                                        # sys.path[0] too; IPython then inserts '' (the cwd)
-    random.seed()                       # unseeded generators must differ between kernels
-    if "numpy.random" in sys.modules:
-        sys.modules["numpy.random"].seed()
-    import ipykernel_launcher
-    from ipykernel import kernelapp
-
-    sys.argv = [ipykernel_launcher.__file__, *request["args"]]
-    kernelapp.launch_new_instance()
-    return 0
 
 
 def pytest_addoption(parser):
     parser.getgroup("dptlearn").addoption(
-        "--dptlearn-results", default=None, metavar="PATH",
-        help="grading mode: write each check cell's outcome to this JSON-lines file")
+        "--dptlearn-grading", action="store_true", default=False,
+        help="grading mode: check cells count, timeouts and kernel deaths cost one cell")
     parser.getgroup("dptlearn").addoption(
         "--dptlearn-preload", default=None, metavar="MODULES",
         help="grading mode: fork kernels from a server that imported these modules "
@@ -482,7 +198,7 @@ def pytest_addoption(parser):
 
 
 def _active(config) -> bool:
-    return bool(config.getoption("--dptlearn-results", default=None))
+    return bool(config.getoption("--dptlearn-grading", default=False))
 
 
 def pytest_configure(config):
@@ -496,8 +212,7 @@ def pytest_configure(config):
     preload = config.getoption("--dptlearn-preload", default=None)
     if preload is not None and hasattr(os, "fork") and hasattr(__import__("socket"), "send_fds"):
         global WARM
-        results = os.path.abspath(config.getoption("--dptlearn-results"))
-        WARM = WarmKernels([m for m in preload.split(",") if m], os.path.dirname(results))
+        WARM = warm.WarmKernels([m for m in preload.split(",") if m], str(config.rootpath))
 
 
 def pytest_unconfigure(config):
@@ -519,7 +234,7 @@ def pytest_collection_modifyitems(config, items):
         tags = cell_tags(item.cell)
         ex = exercise_of(tags)
         role = "check" if "check" in tags else "solution" if "solution" in tags else "cell"
-        submission = item.parent.path.parent.name
+        submission = item.parent.path.stem
         item.dptlearn = {"exercise": ex, "role": role, "message": None, "lost": None,
                          "submission": submission}
         item.user_properties.append(("submission", submission))
@@ -605,7 +320,7 @@ def _lose_kernel(item, why: str):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Attach the short message, remember replayable cells, log check-cell outcomes."""
+    """Attach the short message and remember the cells a restarted kernel replays."""
     report = yield
     if not (_active(item.config) and _is_cell(item)) or call.when != "call":
         return report
@@ -617,8 +332,6 @@ def pytest_runtest_makereport(item, call):
         item.user_properties.append(("message", info["message"]))
     if kernel_ok and not nb.timed_out and info["role"] != "check" and not report.skipped:
         nb.dptlearn_replay = getattr(nb, "dptlearn_replay", []) + [item.cell.source]
-    if info["role"] == "check":
-        _log_check(item, report.passed)
     return report
 
 
@@ -636,17 +349,3 @@ def _failure_message(item, call) -> str:
     if errors:
         return clean_message(f"{errors[-1]['ename']}: {errors[-1]['evalue']}")
     return clean_message(text)
-
-
-def _log_check(item, passed: bool) -> None:
-    """Append one check cell's outcome to the --dptlearn-results file."""
-    path = item.config.getoption("--dptlearn-results")
-    info = item.dptlearn
-    line = {"submission": info["submission"], "exercise": info["exercise"], "passed": bool(passed),
-            "message": None if passed else info["message"]}
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(line) + "\n")
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["--fork-server"]:
-    serve(sys.argv[2], sys.argv[3:])

@@ -1,0 +1,236 @@
+"""Trusted verdicts: the grader chooses the inputs, the sandbox records answers, the grader judges.
+
+For every exercise of the run the grader asks the exercise's check for a ``Case`` once, with a
+secret seed (``secrets.randbits``), and writes its plan (pure data) to ``cases/<id>.pt``, which
+the sandboxes see read-only. Each check cell of a submission is replaced by a *probe cell*
+(``probe_cell``) that runs the student's object on that plan in the sandboxed kernel and writes
+``results/<id>.pt`` (``dptlearn.course.probe.record``). After the run the grader loads each
+results file defensively (``load_results``: a regular file, at most ``MAX_RESULTS_BYTES``,
+``torch.load(weights_only=True)``) and calls the check's ``judge``: an exercise earns its points
+iff the judge passes. Nothing the sandbox writes besides the recorded answer counts, and the
+answer is judged against the reference here, out of the submission's reach.
+
+This module also finds what the report flags without scoring it: edited, injected or deleted
+check cells (``check_cell_flags``) and answers identical to dptlearn's reference after
+normalisation (``identical_to_reference``).
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..exercises import Assignment, source_of, tags_of
+from .plugin import clean_message, exercise_of
+from .view import HEAD_MODULES
+
+MAX_RESULTS_BYTES = 64 * 2**20
+DEFAULT_CHECKS = "dptlearn.course.checks"
+PROBE_MODULE = "dptlearn.course.probe"
+MIN_IDENTICAL_NODES = 25        # smaller definitions are too short to call a copy
+
+
+class UnreadableResults(Exception):
+    """The recorded answer is missing, too big, not a regular file or not loadable data."""
+
+
+@dataclass
+class CheckCall:
+    """What a solution's check cell calls: ``checks.<name>(<expr>)``."""
+
+    name: str
+    expr: str
+
+
+def check_call(source: str) -> CheckCall:
+    """Parse a solution's check cell; ValueError when it is not ``checks.<name>(<expr>)``."""
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "checks"
+                and node.args):
+            return CheckCall(node.func.attr, ast.unparse(node.args[0]))
+    raise ValueError(f"expected a check cell calling checks.<name>(<object>), got {source!r}")
+
+
+def probe_cell_source(ex_id: str, call: CheckCall) -> str:
+    """The cell that replaces a check cell when grading: record the answer, judge outside."""
+    return (f"import {PROBE_MODULE} as _dptlearn_probe\n"
+            f"_dptlearn_probe.record({ex_id!r}, {call.name!r}, {call.expr})")
+
+
+class Judge:
+    """The run's cases (one secret seed per exercise) and the checks that judge the answers."""
+
+    def __init__(self, assignments: list[Assignment], checks_module: str, cases_dir: Path):
+        import torch
+
+        registry = importlib.import_module(checks_module).CHECKS
+        self.calls: dict[str, CheckCall] = {}
+        self.cases: dict[str, Any] = {}
+        self.checks: dict[str, Any] = {}
+        cases_dir.mkdir(parents=True, exist_ok=True)
+        for a in assignments:
+            for ex in a.exercises:
+                call = check_call(source_of(a.check_cell(ex.id)))
+                if call.name not in registry:
+                    raise SystemExit(f"dptlearn-grade: {a.path.name}: exercise {ex.id} calls "
+                                     f"checks.{call.name}, which {checks_module}.CHECKS lacks")
+                self.calls[ex.id], self.checks[ex.id] = call, registry[call.name]
+                self.cases[ex.id] = self.checks[ex.id].case(secrets.randbits(63))
+                path = cases_dir / f"{ex.id}.pt"
+                torch.save(self.cases[ex.id].plan, path)
+                path.chmod(0o444)
+        cases_dir.chmod(0o555)
+
+    def verdict(self, ex_id: str, payload: Any) -> tuple[bool, str, list[str]]:
+        """(passed, message, flags) for a loaded results file."""
+        if not isinstance(payload, dict) or payload.get("check") != self.calls[ex_id].name:
+            return False, ("the recorded answer was not written by the grader's probe "
+                           "(forged or damaged results file)"), ["forgery"]
+        try:
+            what = self.checks[ex_id].judge(self.cases[ex_id], payload.get("results"))
+        except AssertionError as exc:
+            flags = sorted(getattr(exc, "flags", ()))
+            return False, clean_message(f"{type(exc).__name__}: {exc}", 400), flags
+        except Exception as exc:  # noqa: BLE001 - a judge that chokes must cost one exercise
+            return False, clean_message(f"the grader could not judge the recorded answer "
+                                        f"({type(exc).__name__}: {exc})", 400), []
+        return True, clean_message(f"passed ({what})" if what else "passed", 400), []
+
+
+def load_results(path: Path) -> Any:
+    """The data a probe recorded, read without trusting the file (see UnreadableResults)."""
+    import io
+
+    import torch
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise UnreadableResults("no answer was recorded") from None
+    except OSError as exc:
+        raise UnreadableResults(f"the recorded answer is not a regular file ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableResults("the recorded answer is not a regular file")
+        if info.st_size > MAX_RESULTS_BYTES:
+            raise UnreadableResults(f"the recorded answer is {info.st_size / 2**20:.0f} MiB, more "
+                                    f"than the {MAX_RESULTS_BYTES // 2**20} MiB limit")
+        data = fh.read(MAX_RESULTS_BYTES + 1)
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever the file holds, it is not an answer
+        raise UnreadableResults(clean_message(f"the recorded answer is not readable data "
+                                              f"({type(exc).__name__}: {exc})", 200)) from None
+
+
+# ----------------------------------------------------------------------------- flags
+
+def check_cell_flags(cells: list[dict], a: Assignment) -> dict[str, str]:
+    """Exercises whose check cell was edited, injected or deleted -> what was seen.
+
+    The grader replaces every check cell by its own anyway; this only explains the flag.
+    """
+    known = {ex.id for ex in a.exercises}
+    seen: dict[str, list[str]] = {}
+    notes: dict[str, str] = {}
+    for cell in cells:
+        if "check" in tags_of(cell):
+            seen.setdefault(exercise_of(tags_of(cell)) or "", []).append(source_of(cell))
+    for ex_id, sources in seen.items():
+        if ex_id not in known:
+            continue
+        original = _normal(source_of(a.check_cell(ex_id)))
+        if len(sources) > 1:
+            notes[ex_id] = f"{len(sources) - 1} extra cell(s) tagged check for this exercise"
+        elif _normal(sources[0]) != original:
+            notes[ex_id] = "the check cell was edited"
+    injected = sorted(k for k in seen if k not in known)
+    if injected:
+        first = a.exercises[0].id
+        notes.setdefault(first, f"cells tagged check for unknown exercises {injected}")
+    for ex_id in known - set(seen):
+        notes[ex_id] = "the check cell was deleted"
+    return notes
+
+
+def _normal(source: str) -> str:
+    return "".join(source.split())
+
+
+def _solution_defs(cells: list[dict], ex_id: str) -> list[ast.AST]:
+    defs = []
+    for cell in cells:
+        tags = tags_of(cell)
+        if cell.get("cell_type") != "code" or "solution" not in tags or exercise_of(tags) != ex_id:
+            continue
+        text = "\n".join(line for line in source_of(cell).splitlines()
+                         if not line.lstrip().startswith(("%", "!")))
+        try:
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError):
+            continue
+        defs += [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    return defs
+
+
+class _Normalise(ast.NodeTransformer):
+    """Drop names of the definition itself, docstrings and annotations."""
+
+    def _strip(self, node):
+        body = node.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+        return node
+
+    def visit_FunctionDef(self, node):
+        self.generic_visit(node)
+        node.returns, node.decorator_list = None, []
+        return self._strip(node)
+
+    def visit_ClassDef(self, node):
+        self.generic_visit(node)
+        return self._strip(node)
+
+    def visit_arg(self, node):
+        node.annotation = None
+        return node
+
+
+def normal_form(node: ast.AST) -> str:
+    """A definition's AST without its own name, docstrings, annotations or positions."""
+    import copy
+
+    node = _Normalise().visit(copy.deepcopy(node))
+    node.name = "_"
+    return ast.dump(node, annotate_fields=False)
+
+
+def reference_forms(package: Path) -> dict[str, str]:
+    """normal form -> ``dptlearn.<module>.<name>`` for every definition in the head modules."""
+    forms = {}
+    for module in HEAD_MODULES:
+        path = package / f"{module}.py"
+        if not path.exists():
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and \
+                    sum(1 for _ in ast.walk(node)) >= MIN_IDENTICAL_NODES:
+                forms[normal_form(node)] = f"dptlearn.{module}.{node.name}"
+    return forms
+
+
+def identical_to_reference(cells: list[dict], ex_id: str, forms: dict[str, str]) -> str | None:
+    """The reference (``dptlearn.<module>.<name>``) an exercise's answer copies, if any."""
+    for node in _solution_defs(cells, ex_id):
+        hit = forms.get(normal_form(node))
+        if hit:
+            return hit
+    return None
