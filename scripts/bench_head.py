@@ -71,7 +71,7 @@ def measure(name: str, fast: bool, runs: int) -> dict:
 
 
 def analyse(name: str) -> dict:
-    from dptlearn.trace import trace_head
+    from dptlearn.viz.trace import trace_head
     head, tokens, size = build(name)
     trace = trace_head(head, tokens, size)
     with torch.inference_mode():
