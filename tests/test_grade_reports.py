@@ -205,7 +205,7 @@ def graded(results: list[Result]) -> list[Result]:
                                       f"AssertionError: wrong {ex.id}", [])
                        for j, ex in enumerate(a.exercises)]
         if i % 4 == 1:
-            r.exercises[0].flags = ["reference use"]
+            r.exercises[0].flags = ["reference", "identical"]
         r.score = sum(e.points for e in r.exercises)
     return results
 
@@ -421,14 +421,14 @@ def teacher_results() -> list[Result]:
         Result("subs/alice/03.ipynb", "alice__03", "03_reassemble", 0, 5,
                [exercise("factor", 0, 2, "AssertionError: wrong | factor"),
                 exercise("branch", 0, 3, "uses dptlearn.reassemble.Reassemble, the reference "
-                         "for this exercise: write your own", ["reference use"])],
+                         "for this exercise: write your own", ["reference"])],
                student="alice", student_from="folder"),
         Result("subs/doejane_55_1_02.ipynb", "doejane_55_1_02", "02_rearrange", 0, 3,
-               [exercise("grid", 0, 3, "AssertionError: token 1", ["forgery attempt"])],
+               [exercise("grid", 0, 3, "AssertionError: token 1", ["forgery"])],
                student="doejane", student_id="55", student_from="canvas",
                notes=["handed in late (Canvas's download name says LATE)"]),
         Result("subs/Jane Roe_7_assignsubmission_file_/03.ipynb", "roe__03", "03_reassemble",
-               5, 5, [exercise("factor", 2, 2, flags=["identical to the reference"]),
+               5, 5, [exercise("factor", 2, 2, flags=["identical"]),
                       exercise("branch", 3, 3)],
                student="Jane Roe", student_from="moodle",
                notes=["graded as 03_reassemble, the assignment named in the notebook's metadata; "
@@ -478,9 +478,9 @@ def test_summary_csv_has_student_notes_and_flags_columns():
                                            "doejane_55_1_02", "roe__03-again", "roe__03"]
     doe = rows[3]
     assert (doe["student"], doe["student_id"], doe["grid:flags"], doe["grid:points"]) == \
-        ("doejane", "55", "forgery attempt", "0")
+        ("doejane", "55", "forgery", "0")
     assert doe["notes"].startswith("handed in late")
-    assert rows[1]["branch:flags"] == "reference use" and rows[1]["branch:max"] == "3"
+    assert rows[1]["branch:flags"] == "reference" and rows[1]["branch:max"] == "3"
     assert rows[2]["error"].startswith("not graded") and rows[2]["grid:points"] == ""
 
 

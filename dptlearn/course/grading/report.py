@@ -18,6 +18,8 @@ from .plugin import clean_message
 
 GRADEBOOK_ID_COLUMNS = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
 GRADEBOOK_TOTAL = "dptlearn total"
+FLAG_WORDS = {"reference": "reference use", "forgery": "forgery attempt",   # summary.md's words
+              "identical": "identical to the reference"}                 # for the verdicts' flags
 
 
 @dataclass
@@ -27,7 +29,7 @@ class ExerciseResult:
     max_points: int
     passed: bool
     message: str
-    flags: list[str] = field(default_factory=list)   # e.g. reference use, forgery attempt
+    flags: list[str] = field(default_factory=list)   # "reference", "forgery", "identical"
 
 
 @dataclass
@@ -150,11 +152,15 @@ def _md(text: str) -> str:
     return clean_message(text, 400).replace("|", "\\|")
 
 
+def _flags(e: ExerciseResult) -> str:
+    return _md(", ".join(FLAG_WORDS.get(f, f) for f in e.flags))
+
+
 def _md_cell(e: ExerciseResult, run_failed: bool) -> str:
     mark = f"{'✓' if e.passed else '✗'} {e.points}/{e.max_points}"
     if not e.passed and not run_failed:         # a run-level error is shown once, in "score"
         mark += f": {_md(e.message)}"
-    return mark + (f" ⚑ {_md(', '.join(e.flags))}" if e.flags else "")
+    return mark + (f" ⚑ {_flags(e)}" if e.flags else "")
 
 
 def summary_md(results: list[Result]) -> str:
@@ -182,7 +188,7 @@ def summary_md(results: list[Result]) -> str:
                   for r in ungraded]
         lines.append("")
     look = [f"- {_md(r.submission)}: {_md(note)}" for r in results for note in r.notes]
-    look += [f"- {_md(r.submission)}, `{e.id}`: ⚑ {_md(', '.join(e.flags))} ({_md(e.message)})"
+    look += [f"- {_md(r.submission)}, `{e.id}`: ⚑ {_flags(e)} ({_md(e.message)})"
              for r in results for e in r.exercises if e.flags]
     look += [f"- {_md(text)}" for text in duplicate_warnings(results)]
     if look:
