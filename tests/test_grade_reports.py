@@ -66,12 +66,15 @@ def test_original_name_drops_the_download_prefix(name, original):
 
 
 def test_student_keys_group_canvas_by_user_id_and_others_by_name():
-    assert Student("doejane", "123", "canvas").key == Student("janedoe", "123", "canvas").key
-    assert Student("alice").key != Student("bob").key
-    results = [Result("subs/doejane_LATE_123_4_02_x.ipynb", "a"), Result("subs/bob/02.ipynb", "b")]
+    results = [Result("subs/doejane_LATE_123_4_02_x.ipynb", "a"), Result("subs/bob/02.ipynb", "b"),
+               Result("subs/janedoe_123_5_03_x.ipynb", "c"), Result("subs/bob/03.ipynb", "d"),
+               Result("subs/Bob_7_assignsubmission_file_/02.ipynb", "e")]
     assign_students(results, ["subs"])
     assert [(r.student, r.student_id, r.student_from) for r in results] == \
-        [("doejane", "123", "canvas"), ("bob", None, "folder")]
+        [("doejane", "123", "canvas"), ("bob", None, "folder"), ("janedoe", "123", "canvas"),
+         ("bob", None, "folder"), ("Bob", None, "moodle")]
+    keys = [r.student_key for r in results]
+    assert keys[0] == keys[2] and keys[1] == keys[3] and len(set(keys)) == 3
     assert results[0].notes == ["handed in late (Canvas's download name says LATE)"]
     assert results[1].notes == []
 

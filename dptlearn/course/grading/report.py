@@ -63,7 +63,10 @@ class Result:
 
     @property
     def student_key(self) -> str:
-        """What groups one student's submissions (as ``submissions.Student.key``)."""
+        """What groups one student's submissions: sandboxes, shards, gradebook rows.
+
+        Canvas's user id when the download name carries one, else the student's name.
+        """
         return f"id:{self.student_id}" if self.student_id else f"name:{self.student or ''}"
 
 

@@ -134,11 +134,6 @@ class Student:
     source: str = "folder"          # "folder", "canvas" or "moodle"
     late: bool = False              # Canvas marked the file _LATE
 
-    @property
-    def key(self) -> str:
-        """What groups one student's notebooks (shards, gradebook rows)."""
-        return f"id:{self.lms_id}" if self.lms_id else f"name:{self.name}"
-
 
 def original_name(filename: str) -> str:
     """The file name the student gave, without a Canvas or Moodle download prefix."""
