@@ -140,7 +140,8 @@ def class_results(n_students: int = 7, n_assignments: int = 3) -> list[Result]:
     for a in range(n_assignments):
         for s in names:
             out.append(Result(f"subs/{s}/0{a}_x.ipynb", f"{s}__0{a}_x"))
-        out.append(Result(f"subs/doejane_55_{900 + a}_0{a}_x.ipynb", f"doejane_55_{900 + a}_0{a}_x"))
+        canvas = f"doejane_55_{900 + a}_0{a}_x"
+        out.append(Result(f"subs/{canvas}.ipynb", canvas))
         out.append(Result(f"subs/Jane Roe_{70 + a}_assignsubmission_file_/0{a}_x.ipynb",
                           f"Jane Roe_{70 + a}_assignsubmission_file___0{a}_x"))
     assign_students(out, ["subs"])
@@ -177,6 +178,7 @@ def test_shards_do_not_depend_on_the_order_of_the_command_line():
     ("2", "expected K/N with whole numbers, e.g. 2/4, got '2'"),
     ("a/b", "expected K/N with whole numbers, e.g. 2/4, got 'a/b'"),
     ("-1/3", "expected K/N with whole numbers, e.g. 2/4, got '-1/3'"),
+    ("²/3", "expected K/N with whole numbers, e.g. 2/4, got '²/3'"),
 ])
 def test_bad_shards_are_refused_with_a_clear_message(text, message, tmp_path, monkeypatch, capsys):
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
@@ -514,7 +516,8 @@ def test_shards_and_merge_equal_one_run_on_the_fixture(tmp_path):
     args = [str(subs), "--solutions", str(crafted.SOLUTIONS), "--timeout", "30"]
     assert grade.main(args + ["--report-dir", str(tmp_path / "one"), "--jobs", "2"]) == 0
     for k in (1, 2):
-        assert grade.main(args + ["--report-dir", str(tmp_path / f"s{k}"), "--shard", f"{k}/2"]) == 0
+        shard = ["--report-dir", str(tmp_path / f"s{k}"), "--shard", f"{k}/2"]
+        assert grade.main(args + shard) == 0
     assert grade.main(["merge", str(tmp_path / "s2"), str(tmp_path / "s1"),
                        "--report-dir", str(tmp_path / "merged")]) == 0
 
@@ -533,4 +536,5 @@ def test_shards_and_merge_equal_one_run_on_the_fixture(tmp_path):
     assert without_messages(merged["summary.csv"]) == without_messages(one["summary.csv"])
     rows = list(csv.reader(io.StringIO((tmp_path / "merged" / "gradebook.csv").read_text())))
     assert rows[1:] == [["alice", "", "", "alice", "", "4", "4"],
-                        ["doejane", "12", "", "", "", "4", "4"], ["Jane Roe", "", "", "", "", "4", "4"]]
+                        ["doejane", "12", "", "", "", "4", "4"],
+                        ["Jane Roe", "", "", "", "", "4", "4"]]

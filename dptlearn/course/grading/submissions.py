@@ -117,12 +117,13 @@ def find_assignment(nb: dict | None, path: Path, assignments: list[Assignment],
 # ----------------------------------------------------------------------------- who and what
 
 # Canvas's "Download Submissions": <lastfirst>[_LATE]_<user id>_<submission id>_<original name>
-CANVAS_FILE_RE = re.compile(r"^(?P<name>[^_]+?)(?P<late>_LATE)?_(?P<uid>\d+)_(?P<sid>\d+)_(?P<orig>.+)$",
-                            re.IGNORECASE)
+CANVAS_FILE_RE = re.compile(
+    r"^(?P<name>[^_]+?)(?P<late>_LATE)?_(?P<uid>\d+)_(?P<sid>\d+)_(?P<orig>.+)$", re.IGNORECASE)
 # Moodle's "Download all submissions": <Full Name>_<participant id>_assignsubmission_file_<name>,
 # as one flat file or (the default since Moodle 3.1) as a folder holding the original file
 MOODLE_FILE_RE = re.compile(r"^(?P<name>[^_]+)_(?P<pid>\d+)_assignsubmission_file_(?P<orig>.+)$")
 MOODLE_FOLDER_RE = re.compile(r"^(?P<name>[^_]+)_(?P<pid>\d+)_assignsubmission_file_?$")
+SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -169,11 +170,11 @@ def identify_student(path: str, roots: list[str]) -> Student:
 
 def parse_shard(text: str) -> tuple[int, int]:
     """``"K/N"`` -> (K, N) with 1 <= K <= N; ValueError naming what was expected."""
-    k, sep, n = text.partition("/")
-    if not (sep and k.strip().isdigit() and n.strip().isdigit()):
+    m = SHARD_RE.match(text)
+    if not m:
         raise ValueError(f"expected K/N with whole numbers, e.g. 2/4, got {text!r}")
-    k, n = int(k), int(n)
-    if n < 1 or not 1 <= k <= n:
+    k, n = int(m[1]), int(m[2])
+    if not 1 <= k <= n:
         raise ValueError(f"expected 1 <= K <= N, got {k}/{n}")
     return k, n
 
