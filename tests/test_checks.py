@@ -88,6 +88,11 @@ class ReassembleOk(nn.Module):
         return [p(b(g)) for p, b, g in zip(self.project, self.branches, grids)]
 
 
+class ReassembleNoProject(ReassembleOk):
+    def forward(self, grids):
+        return [b(g) for b, g in zip(self.branches, grids)]
+
+
 def rcu_fn_ok(x, w1, b1, w2, b2):
     out = F.conv2d(F.relu(x), w1, b1, padding=1)
     return x + F.conv2d(F.relu(out), w2, b2, padding=1)
@@ -398,6 +403,7 @@ CASES = {
     "Reassemble": (ReassembleOk, [
         (lambda *a: ReassembleOk(*a, bias=True), "bias where DUSt3R has none"),
         (lambda *a: ReassembleOk(*a, factors=(0.5, 1, 2, 4)), "branches resample by (4, 2, 1, 1/2)"),
+        (ReassembleNoProject, "apply project[i]"),
     ]),
     "residual_conv_unit": (rcu_fn_ok, [
         (lambda x, w1, b1, w2, b2: x + F.conv2d(F.relu(F.conv2d(x, w1, b1, padding=1)), w2, b2, padding=1),

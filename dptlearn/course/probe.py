@@ -27,7 +27,8 @@ Steps (dicts; the key ``what`` is a label for messages):
 Arguments may hold ``{"$slot": name}`` (a built object) and ``{"$standin": kind, "params": {...}}``;
 every tensor is copied to the run device. A step that raises gives
 ``{"raised": type name, "message": text}`` instead of ``value``. Every step result also lists
-in ``calls`` the dptlearn head functions that ran during it, as qualified names such as
+in ``calls`` the dptlearn head functions that ran during it (in the order of their first call), as
+qualified names such as
 ``dptlearn.grid.tokens_to_grid`` (``sys.setprofile``; the first step also names the handed-in
 object when it is a head function or class), and ``recorder_off`` when the learner's code
 switched that recorder off.
@@ -199,7 +200,7 @@ def _head_name(code) -> str | None:
     return f"dptlearn.{path.stem}.{code.co_qualname}"
 
 
-def _handed_in(student: Any) -> set:
+def _handed_in(student: Any) -> list:
     """Head names of ``student`` itself when it is (or derives from) a head function or class: a
     reference that fails before its first line runs (wrong arguments) is never seen as a call."""
     if isinstance(student, type):
@@ -207,14 +208,14 @@ def _handed_in(student: Any) -> set:
     else:
         funcs = [getattr(student, "__func__", getattr(student, "func", student))]
     codes = [f.__code__ for f in funcs if hasattr(f, "__code__")]
-    return {name for name in map(_head_name, codes) if name is not None}
+    return list(dict.fromkeys(name for name in map(_head_name, codes) if name is not None))
 
 
 @contextmanager
 def _head_calls() -> Iterator[dict]:
-    """Record the head functions that run inside the block: ``{"calls": set, "recorder_off": bool}``."""
+    """Record the head functions that run inside the block: ``{"calls": {name: None}, "recorder_off": bool}``."""
     seen: dict = {}
-    record = {"calls": set(), "recorder_off": False}
+    record = {"calls": {}, "recorder_off": False}       # name -> None, in the order of first call
 
     def profile(frame, event, arg):
         if event == "call":
@@ -222,7 +223,7 @@ def _head_calls() -> Iterator[dict]:
             if code not in seen:
                 seen[code] = _head_name(code)
             if seen[code] is not None:
-                record["calls"].add(seen[code])
+                record["calls"].setdefault(seen[code])
 
     previous = sys.getprofile()
     sys.setprofile(profile)
@@ -334,12 +335,12 @@ def execute(student: Any, plan: list, device=None) -> list:
                     result = _step(student, step, slots, dev)
                 except (Exception, SystemExit) as e:  # noqa: BLE001 - the learner's errors are results
                     result = {"raised": type(e).__name__, "message": str(e)[:MESSAGE_CHARS]}
-            result["calls"] = sorted(seen["calls"])
+            result["calls"] = list(seen["calls"])
             if seen["recorder_off"]:
                 result["recorder_off"] = True
             results.append(result)
     if results:
-        results[0]["calls"] = sorted(set(results[0]["calls"]) | _handed_in(student))
+        results[0]["calls"] = list(dict.fromkeys(_handed_in(student) + results[0]["calls"]))
     return results
 
 

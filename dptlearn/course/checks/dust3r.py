@@ -15,7 +15,7 @@ from einops import rearrange
 from ... import dust3r as ref_dust3r
 from ... import postprocess as ref_post
 from ..probe import build_standin
-from .fusion import standin_blocks
+from .fusion import standin_blocks, wiring
 from .harness import INF, Case, Check, call, generator, randomize_, same_tensor, standin, up
 
 ENC, DEC, DEC_DEPTH, FEATURE_DIM, LAST_DIM, LAYER_DIMS = 8, 6, 10, 8, 6, (3, 4, 5, 6)
@@ -51,18 +51,14 @@ def real_wiring(params: dict, tokens: list, image_size) -> dict:
     return head(tokens, image_size)
 
 
-def variant(dpt, modes, tokens, image_size, hooks=None, to_grid=None, crop=None, swap_hw=False):
-    """The forward pass from the parts of the stand-in ``dpt`` with one known mistake switched on."""
-    H, W = image_size[::-1] if swap_hw else image_size
+def variant(dpt, modes, tokens, image_size, hooks=None, to_grid=None, **mistake):
+    """The forward pass from the parts of the stand-in ``dpt`` with one known mistake switched on
+    (``mistake``: a crop or a swap for ``fusion.wiring``)."""
+    H, W = image_size
     nh, nw = H // dpt.patch_size, W // dpt.patch_size
     to_grid = to_grid or (lambda t: rearrange(t, "b (nh nw) c -> b c nh nw", nh=nh, nw=nw))
-    crop = crop or (lambda p, s: p[..., :s[0], :s[1]])
-    grids = [to_grid(tokens[h]) for h in (hooks or dpt.hooks)]
-    levels = dpt.reassemble(grids)
-    path = crop(dpt.fusion[3](levels[3]), levels[2].shape[-2:])
-    for i in (2, 1, 0):
-        path = dpt.fusion[i](path, levels[i])
-    return ref_post.postprocess(dpt.head(path), *modes)
+    levels = dpt.reassemble([to_grid(tokens[h]) for h in (hooks or dpt.hooks)])
+    return ref_post.postprocess(dpt.head(wiring(levels, dpt.fusion, **mistake)), *modes)
 
 
 class Dust3rForward(Check):
@@ -118,6 +114,8 @@ class Dust3rForward(Check):
                           v(crop=lambda p, s: p[..., -s[0]:, -s[1]:])),
                          ("you resized the coarse path instead of cropping it (top-left slice, path[..., :h, :w])",
                           v(crop=lambda p, s: up(p, True, size=s))),
+                         ("path and level swapped: a fusion block takes the path first, then its pyramid level as "
+                          "the skip — dpt.fusion[i](path, levels[i])", v(swap=True)),
                      ])
         self.compare(got["conf"], want["conf"], label="conf", dims="(B, H, W)", result=r,
                      shape_hints={(B, H, W, 1): "conf has no channel dimension"})

@@ -222,11 +222,11 @@ def standin_blocks(D: int, g: torch.Generator) -> list:
              "a": None if i == 3 else round(0.3 + 0.4 * float(torch.rand(1, generator=g)), 4)} for i in range(4)]
 
 
-def wiring(levels, fusion, crop=lambda p, s: p[..., :s[0], :s[1]]):
-    """The coarse-to-fine path with another crop (for the known mistakes)."""
+def wiring(levels, fusion, crop=lambda p, s: p[..., :s[0], :s[1]], swap=False):
+    """The coarse-to-fine path with another crop, or path and level swapped (for the known mistakes)."""
     path = crop(fusion[3](levels[3]), levels[2].shape[-2:])
     for i in (2, 1, 0):
-        path = fusion[i](path, levels[i])
+        path = fusion[i](levels[i], path) if swap else fusion[i](path, levels[i])
     return path
 
 
@@ -274,5 +274,7 @@ class FusePyramid(Check):
                               "path[..., :h, :w]", lambda: wiring(levels, fusion, lambda p, s: up(p, True, size=s))),
                              ("you resized the coarse path (interpolation) instead of cropping it: DUSt3R slices "
                               "path[..., :h, :w]", lambda: wiring(levels, fusion, lambda p, s: up(p, False, size=s))),
+                             ("path and level swapped: a block takes the path first, then its pyramid level as the "
+                              "skip — fusion[i](path, levels[i])", lambda: wiring(levels, fusion, swap=True)),
                          ])
         return "even 4x6 and odd 3x5 grids, crop after fusion[3]"

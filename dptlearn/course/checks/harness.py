@@ -207,11 +207,11 @@ class Check:
         if any(r.get("recorder_off") for r in results):
             self.fail("your code switched off the check's call recorder (sys.setprofile): leave it alone",
                       "reference")
-        calls = {c for r in results for c in r.get("calls", ())}
-        used = sorted({".".join(c.split(".")[:3]) for c in calls
-                       if any(c == f or c.startswith(f + ".") for f in self.forbidden)})
-        if used:
-            self.fail(f"uses {', '.join(used)}, the reference for this exercise: write your own", "reference")
+        calls = [c for r in results for c in r.get("calls", ())]      # in the order of first call
+        used = [c for c in calls if any(c == f or c.startswith(f + ".") for f in self.forbidden)]
+        if used:   # name the first one: what the learner's code called (the rest runs inside it)
+            self.fail(f"uses {'.'.join(used[0].split('.')[:3])}, the reference for this exercise: write your own",
+                      "reference")
 
     def value(self, case: Case, results: list, i: int, hint: str | None = None) -> Any:
         """The value step ``i`` returned; a recorded exception fails with where it came from."""
