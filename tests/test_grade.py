@@ -1,8 +1,10 @@
-"""Tests of the grader (dptlearn.grade + dptlearn._grade_plugin) on crafted submissions.
+"""Tests of the grader (dptlearn.course.grading) on crafted submissions.
 
 One class run grades every crafted submission of tests/grading/crafted.py (plus the generated
-stub notebook and a renamed file) through ``python -m dptlearn.grade --jobs 4``; the tests then
-read its reports. The fixture assignment is tests/grading/fixtures/solutions/01_fixture.ipynb.
+stub notebook and a renamed file) through ``python -m dptlearn.course.grading.grade --jobs 4``;
+the tests then read its reports. The fixture assignment is
+tests/grading/fixtures/solutions/01_fixture.ipynb, judged by fixture_checks.py beside it (the
+checks' contract of dptlearn.course.checks). Hostile submissions: tests/test_grade_hostile.py.
 """
 from __future__ import annotations
 
@@ -18,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from dptlearn import _grade_plugin as plugin
 from dptlearn.course import exercises
-from dptlearn.course.grading import grade
+from dptlearn.course.grading import grade, plugin, runner, warm
+from dptlearn.course.grading.reportdir import MANIFEST
 
 sys.path.insert(0, str(Path(__file__).parent / "grading"))
 import crafted  # noqa: E402
@@ -64,10 +66,14 @@ def class_run(tmp_path_factory):
     return cases, report, hashes, proc
 
 
+def submission_reports(report: Path) -> list[Path]:
+    return sorted(p for p in report.glob("*.json") if p.name != MANIFEST)
+
+
 def result_of(class_run, case: str) -> dict:
     cases, report, _, _ = class_run
     path = str(cases[case][0])
-    for f in report.glob("*.json"):
+    for f in submission_reports(report):
         data = json.loads(f.read_text())
         if data["submission"] == path:
             return data
@@ -104,17 +110,19 @@ def test_submissions_are_byte_identical_afterwards(class_run):
 
 
 @pytest.mark.parametrize("case, exercise, text", [
-    ("mistake_grid", "grid", "AssertionError: token 1 should land at grid position (row 0, col 1)"),
-    ("mistake_factor", "factor", "AssertionError: wrong resampling factor"),
+    ("mistake_grid", "grid", "check_to_grid: token 1 should land at grid position (row 0, col 1)"),
+    ("mistake_factor", "factor", "check_resample_factor: wrong resampling factor"),
     ("infinite_loop", "grid", "Timeout: the cell ran longer than 5 s"),
     ("unstoppable_loop", "grid", "Timeout"),
     ("os_exit", "grid", "KernelDied"),
     ("exit_call", "grid", "exit() or quit()"),
-    ("crash_in_check", "grid", "KernelDied"),
+    ("crash_in_check", "grid", "the check cell did not run: KernelDied"),
     ("syntax_error", "factor", "SyntaxError"),
     ("stub", "factor", "NotImplementedError: Exercise factor: replace this stub with your code"
                        " — see notebooks/01_intro.ipynb"),
-    ("correct", "add", "passed"),
+    ("correct", "add", "passed (4 sums)"),
+    ("tampered_checks", "grid", "[the check cell was edited: the grader ran its own check]"),
+    ("deleted_wrong", "grid", "[the check cell was deleted: the grader ran its own check]"),
 ])
 def test_messages_explain_the_failure(class_run, case, exercise, text):
     res = result_of(class_run, case)
@@ -141,7 +149,7 @@ def test_crashes_never_cost_more_than_their_exercise(class_run):
 
 def test_report_files_are_unique_and_complete(class_run):
     cases, report, _, _ = class_run
-    jsons = sorted(report.glob("*.json"))
+    jsons = submission_reports(report)
     junits = sorted(report.glob("*.junit.xml"))
     assert len(jsons) == len(junits) == len(cases)     # every file is called 01_fixture.ipynb
     assert {p.name[: -len(".json")] for p in jsons} == \
@@ -150,17 +158,24 @@ def test_report_files_are_unique_and_complete(class_run):
         ET.parse(p)                                       # well-formed
 
 
-def test_junit_carries_exercise_and_points(class_run):
+def test_junit_reports_the_verdicts(class_run):
+    """The report's JUnit file has one testcase per exercise, failed exactly where the judge
+    failed it (not where the sandbox's own report says)."""
     _, report, _, _ = class_run
-    name = next(p for p in report.glob("*.json")
-                if json.loads(p.read_text())["submission"].endswith(
-                    f"mistake_grid/{crafted.ASSIGNMENT}.ipynb")).name[: -len(".json")]
-    cases = [grade.case_info(tc) for tc in
-             ET.parse(report / f"{name}.junit.xml").getroot().iter("testcase")]
-    checks = {c["exercise"]: c for c in cases if c.get("role") == "check"}
-    assert {k: v["points"] for k, v in checks.items()} == {"add": "1", "grid": "2", "factor": "3"}
-    assert checks["grid"]["outcome"] == "failure"
-    assert checks["grid"]["message"].startswith("AssertionError: token 1")
+    for case, failed in (("mistake_grid", {"grid"}), ("tampered_checks", {"add", "grid", "factor"})):
+        name = result_of(class_run, case)["name"]
+        cases = [runner.case_info(tc) for tc in
+                 ET.parse(report / f"{name}.junit.xml").getroot().iter("testcase")]
+        assert {c["exercise"]: c["points"] for c in cases} == {"add": "1", "grid": "2", "factor": "3"}
+        assert {c["exercise"] for c in cases if c["outcome"] == "failure"} == failed
+
+
+def test_check_cell_tampering_is_flagged(class_run):
+    flags = {case: {e["id"]: e["flags"] for e in result_of(class_run, case)["exercises"]}
+             for case in ("tampered_checks", "forged_exercise", "correct")}
+    assert flags["tampered_checks"] == {"add": ["forgery"], "grid": ["forgery"], "factor": ["forgery"]}
+    assert flags["forged_exercise"]["add"] == ["forgery"]
+    assert flags["correct"] == {"add": [], "grid": [], "factor": []}
 
 
 def test_class_summary(class_run):
@@ -169,10 +184,10 @@ def test_class_summary(class_run):
     assert len(rows) == len(cases)
     row = next(r for r in rows if "mistake_factor" in r["submission"])
     assert (row["score"], row["max_score"], row["factor:points"]) == ("3", "6", "0")
-    assert row["factor:message"].startswith("AssertionError: wrong resampling factor")
+    assert row["factor:message"].startswith("check_resample_factor: wrong resampling factor")
     md = (report / "summary.md").read_text(encoding="utf-8")
     assert "| submission | assignment | score | `add` | `grid` | `factor` |" in md
-    assert "✗ 0/3: AssertionError: wrong resampling factor" in md
+    assert "✗ 0/3: check_resample_factor: wrong resampling factor" in md
     assert "\x1b" not in md and "\x1b" not in (report / "summary.csv").read_text()
 
 
@@ -195,7 +210,7 @@ def test_restore_checks_replaces_reinserts_and_drops():
     nb["cells"].remove(crafted.cell(nb, "grid", "check"))
     nb["cells"].append(crafted.code_cell("pass", ["ex:bonus", "check", "points:9"]))
     nb["cells"].append(crafted.code_cell("pass", ["ex:add", "check", "points:9"]))
-    restored = grade.restore_checks(nb["cells"], a)
+    restored = runner.restore_checks(nb["cells"], a)
     assert check_sources(restored) == originals
     grid = [i for i, c in enumerate(restored) if "ex:grid" in exercises.tags_of(c)]
     assert "check" in exercises.tags_of(restored[grid[-1]])      # after the exercise's last cell
@@ -205,43 +220,38 @@ def test_restore_checks_when_a_whole_exercise_is_gone():
     a = fixture_assignment()
     nb = crafted.solution_nb()
     nb["cells"] = [c for c in nb["cells"] if "ex:grid" not in exercises.tags_of(c)]
-    restored = grade.restore_checks(nb["cells"], a)
+    restored = runner.restore_checks(nb["cells"], a)
     assert [ex for ex, _ in check_sources(restored)] == ["add", "grid", "factor"]
 
 
-def test_prepare_clears_outputs_and_keeps_the_input():
+def test_prepare_clears_outputs_keeps_the_input_and_probes_every_check():
     a = fixture_assignment()
     nb = crafted.solution_nb()
     crafted.huge_output(nb)
+    crafted.tampered_checks(nb)
     before = copy.deepcopy(nb)
-    prepared = grade.prepare(nb, a)
+    prepared = runner.prepare(nb, a)
     assert nb == before
     assert all(c.get("outputs", []) == [] and c.get("execution_count") is None
                for c in prepared["cells"])
+    assert check_sources(prepared["cells"]) == [
+        (ex, "import dptlearn.course.probe as _dptlearn_probe\n"
+             f"_dptlearn_probe.record({ex!r}, {name!r}, {obj})")
+        for ex, name, obj in [("add", "check_add", "add"), ("grid", "check_to_grid", "to_grid"),
+                              ("factor", "check_resample_factor", "resample_factor")]]
 
 
-def test_find_assignment_by_metadata_then_name():
-    a = [fixture_assignment()]
-    assert grade.find_assignment({"metadata": {"dptlearn": {"assignment": "01_fixture"}}},
-                                 Path("x/whatever.ipynb"), a) is a[0]
-    assert grade.find_assignment({}, Path("x/01_fixture.ipynb"), a) is a[0]
-    assert grade.find_assignment({}, Path("x/01_fixture-alice (2).ipynb"), a) is a[0]
-    assert grade.find_assignment({"metadata": {"dptlearn": "junk"}}, Path("x/02.ipynb"), a) is None
+def test_one_sandbox_per_student_and_assignment():
+    a, b = fixture_assignment(), fixture_assignment()
+    b.name = "02_other"
 
-
-def test_report_names_are_unique():
-    assert grade.report_names(["alice/03.ipynb", "bob/03.ipynb", "carol/x/04.ipynb"]) == \
-        ["alice__03", "bob__03", "04"]
-    assert grade.report_names(["a/b.ipynb", "a/b.ipynb"]) == ["b", "b-2"]
-    assert grade.report_names(["c/my work (1).ipynb"]) == ["my_work__1_"]
-
-
-def test_batches_cover_every_notebook_once():
-    items = list(range(19))
-    for jobs in (1, 2, 4, 30):
-        parts = grade.batches(items, jobs, 8)
-        assert sorted(sum(parts, [])) == items
-        assert len(parts) >= min(jobs, 19) and max(map(len, parts)) <= 8
+    def staged(student, assignment):
+        r = grade.Result(f"{student}/{assignment.name}.ipynb", student, student=student)
+        return runner.Staged(r, assignment, {}, 1.0)
+    items = [staged("ann", a), staged("bob", a), staged("ann", b), staged("ann", a)]
+    groups = runner.student_groups(items)
+    assert [[(s.result.student, s.key) for s in g] for g in groups] == [
+        [("ann", "01_fixture"), ("ann", "02_other")], [("ann", "01_fixture")], [("bob", "01_fixture")]]
 
 
 def test_clean_message_strips_ansi_and_truncates():
@@ -295,21 +305,10 @@ def test_committed_exercises_match_and_grade_to_zero(tmp_path):
             assert "NotImplementedError" in e.message, (r.submission, e.id, e.message)
 
 
-def test_device_and_threads_reach_the_kernel_environment(tmp_path):
-    opts = grade.Options(crafted.SOLUTIONS, tmp_path, device="cuda", jobs=2)
-    env = grade._kernel_env(opts, tmp_path / "plugin")
-    assert env["DPTLEARN_DEVICE"] == "cuda"
-    assert env["PYTHONPATH"].split(os.pathsep)[:3] == [
-        str(tmp_path / "plugin"), str(ROOT), str(crafted.SOLUTIONS.resolve())]
-
-
-def test_partial_scores_from_the_running_log(tmp_path):
-    log = tmp_path / "b.checks.jsonl"
-    log.write_text('{"submission": "s1", "exercise": "add", "passed": true, "message": null}\n'
-                   '{"submission": "s1", "exercise": "grid", "passed": false, "message": "Ass')
-    got = grade.score_partial(grade.read_check_log(log)["s1"], fixture_assignment(), "late")
-    assert [(e.id, e.points, e.message) for e in got] == \
-        [("add", 1, "passed"), ("grid", 0, "late"), ("factor", 0, "late")]
+def test_device_and_threads_reach_the_kernel_environment():
+    env = runner.kernel_env(runner.Settings(timeout=5, jobs=2, device="cuda"))
+    assert env["DPTLEARN_DEVICE"] == "cuda" and env["MPLBACKEND"] == "Agg"
+    assert env["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
 
 
 def test_watchdog_kills_a_runaway_run_and_keeps_finished_checks(tmp_path, monkeypatch):
@@ -319,7 +318,7 @@ def test_watchdog_kills_a_runaway_run_and_keeps_finished_checks(tmp_path, monkey
     sub = tmp_path / "slow" / f"{crafted.ASSIGNMENT}.ipynb"
     sub.parent.mkdir()
     sub.write_text(json.dumps(nb))
-    monkeypatch.setattr(grade, "watchdog_seconds", lambda nb, timeout: 8.0)
+    monkeypatch.setattr(runner, "watchdog_seconds", lambda nb, timeout: 8.0)
     opts = grade.Options(crafted.SOLUTIONS, tmp_path / "report", timeout=300)
     (r,) = grade.grade([str(sub)], opts, progress=lambda _: None)
     assert r.error.startswith("not graded: the notebook ran past the grader's limit of 8 s")
@@ -333,23 +332,29 @@ PROBE = """import os, random, sys
 facts = {"pid": os.getpid(), "cwd": os.getcwd(), "path0": sys.path[0],
          "parent": open(f"/proc/{os.getppid()}/cmdline").read().replace("\\0", " "),
          "random": random.random(), "mpl": os.environ.get("MPLBACKEND"), "path": sys.path,
-         "leak": "leak" in globals(), "preloaded": "fixture_checks" in sys.modules}
+         "leak": "leak" in globals(), "preloaded": "colorsys" in sys.modules}
 leak = 1
 with open(os.environ["PROBE_OUT"], "a") as fh:
     fh.write(repr(facts) + "\\n")
 """
 
 
-def probe_submissions(tmp_path: Path, n: int) -> list[str]:
-    nb = crafted.solution_nb()
-    nb["cells"].insert(0, crafted.code_cell(PROBE))
+def run_plugin(root: Path, n: int, warm: bool, out: Path) -> subprocess.CompletedProcess:
+    """pytest + nbval + the grading plugin (no sandbox) on ``n`` notebooks with PROBE's cell."""
+    nb = {"cells": [crafted.code_cell(PROBE)], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     paths = []
     for i in range(n):
-        sub = tmp_path / f"student{i}" / f"{crafted.ASSIGNMENT}.ipynb"
-        sub.parent.mkdir(parents=True)
-        sub.write_text(json.dumps(nb))
-        paths.append(str(sub))
-    return paths
+        path = root / f"student{i}" / "probe.ipynb"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(nb))
+        paths.append(str(path))
+    (root / "pytest.ini").write_text("[pytest]\n")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-c", str(root / "pytest.ini"), "--rootdir",
+           str(root), "-p", "no:cacheprovider", "-p", "dptlearn.course.grading.plugin",
+           "--dptlearn-grading", "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout",
+           "60", "-W", "ignore", *paths] + (["--dptlearn-preload=colorsys"] if warm else [])
+    env = dict(os.environ, PROBE_OUT=str(out), MPLBACKEND="Agg")
+    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
 
 
 def read_probes(path: Path) -> list[dict]:
@@ -357,29 +362,24 @@ def read_probes(path: Path) -> list[dict]:
     return [ast.literal_eval(line) for line in path.read_text().splitlines()]
 
 
-def test_every_notebook_gets_its_own_fresh_kernel(tmp_path, monkeypatch):
+def test_every_notebook_gets_its_own_fresh_kernel(tmp_path):
     """Warm kernels are forked from the preloading server; each is a separate process that
-    sees none of another notebook's names, has its own random state and runs in its copy's
+    sees none of another notebook's names, has its own random state and runs in its notebook's
     folder, with the sys.path and environment of a kernel started from scratch (cold)."""
     probes = {}
-    for warm in (True, False):
-        out = tmp_path / f"probes-{warm}.txt"
-        monkeypatch.setenv("PROBE_OUT", str(out))
-        subs = probe_submissions(tmp_path / str(warm), 3)
-        opts = grade.Options(crafted.SOLUTIONS, tmp_path / f"report-{warm}", timeout=30,
-                             jobs=1, warm_kernels=warm)
-        results = grade.grade(subs, opts, progress=lambda _: None)
-        assert [(r.score, r.error) for r in results] == [(crafted.MAX_SCORE, None)] * 3
-        probes[warm] = read_probes(out)
-    for warm, got in probes.items():
+    for forked in (True, False):
+        out = tmp_path / f"probes-{forked}.txt"
+        proc = run_plugin(tmp_path / str(forked), 3, forked, out)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        probes[forked] = read_probes(out)
+    for forked, got in probes.items():
         assert len(got) == 3 and len({p["pid"] for p in got}) == 3
-        assert all(("--fork-server" in p["parent"]) == warm for p in got)
-        assert all(p["preloaded"] == warm for p in got)   # fixture_checks: a set-up import
+        assert all(("--fork-server" in p["parent"]) == forked for p in got)
+        assert all(p["preloaded"] == forked for p in got)   # colorsys: --dptlearn-preload
         assert len({p["random"] for p in got}) == 3
         assert not any(p["leak"] for p in got)
         assert all(p["mpl"] == "Agg" for p in got)
         assert len({p["cwd"] for p in got}) == 3
-        assert not any(str(tmp_path) in p["cwd"] for p in got)   # a copy, not the submission
         for p in got:                                             # no kernel outlives the run
             with pytest.raises(ProcessLookupError):
                 os.kill(p["pid"], 0)
@@ -391,21 +391,21 @@ def test_every_notebook_gets_its_own_fresh_kernel(tmp_path, monkeypatch):
 
 def test_preload_modules_come_from_set_up_cells():
     a = fixture_assignment()
-    assert grade.preload_modules([a]) == ["fixture_checks"]
+    assert runner.preload_modules([a]) == ["fixture_checks"]
     a.nb["cells"] = [crafted.code_cell("%matplotlib inline\nimport os.path, json as j\n"
                                        "from collections import abc\nfrom . import rel"),
                      crafted.code_cell("import secret_solution_module", ["ex:add", "solution"]),
                      crafted.code_cell("this is not python")] + a.nb["cells"]
-    assert grade.preload_modules([a])[:4] == ["os.path", "json", "collections",
-                                              "collections.abc"]
-    assert "secret_solution_module" not in grade.preload_modules([a])
+    assert runner.preload_modules([a])[:4] == ["os.path", "json", "collections",
+                                               "collections.abc"]
+    assert "secret_solution_module" not in runner.preload_modules([a])
 
 
 def test_launcher_falls_back_to_a_plain_kernel_without_its_server(tmp_path):
-    warm = plugin.WarmKernels([], str(tmp_path))
-    warm.proc.kill()
-    warm.proc.wait()
-    km, kc = warm.start_kernel(str(tmp_path), 60)
+    server = warm.WarmKernels([], str(tmp_path))
+    server.proc.kill()
+    server.proc.wait()
+    km, kc = server.start_kernel(str(tmp_path), 60)
     try:
         seen = []
         kc.execute_interactive("import os; print(os.getppid())", timeout=60,
@@ -414,4 +414,4 @@ def test_launcher_falls_back_to_a_plain_kernel_without_its_server(tmp_path):
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
-        warm.close()
+        server.close()

@@ -4,7 +4,7 @@ Usage::
 
     dptlearn-grade SUBMISSION.ipynb|FOLDER ... [--report-dir DIR] [--jobs N]
                    [--device cpu|cuda] [--solutions DIR] [--timeout SECONDS]
-                   [--no-warm-kernels] [--shard K/N] [--checks MODULE] [--no-sandbox]
+                   [--no-warm-kernels] [--shard K/N] [--no-sandbox]
     dptlearn-grade merge DIR ... --report-dir OUT
 
 For each submission the grader
@@ -39,7 +39,6 @@ from .report import Result, write_partial_junit, write_result, write_summaries
 from .reportdir import ReportDirError, fresh_report_dir, merge_main, run_manifest, write_manifest
 from .runner import Settings, grade_all
 from .submissions import assign_students, expand_submissions, in_shard, parse_shard, report_names
-from .verdicts import DEFAULT_CHECKS
 
 DEFAULT_TIMEOUT_S = 120.0
 
@@ -54,7 +53,6 @@ class Options:
     warm_kernels: bool = True           # fork kernels from a server that pre-imported modules
     inputs: list[str] = field(default_factory=list)   # files and folders as given (students)
     shard: tuple[int, int] | None = None    # grade only shard K of N (of the students)
-    checks: str = DEFAULT_CHECKS        # the module whose CHECKS judge the answers
     sandbox: bool = True                # False: never use bubblewrap (the fallback)
 
 
@@ -82,8 +80,6 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Options]:
     p.add_argument("--no-warm-kernels", dest="warm_kernels", action="store_false",
                    help="start every kernel from scratch instead of forking it from a server "
                         "that has imported the solutions' modules (slower; same scores)")
-    p.add_argument("--checks", default=DEFAULT_CHECKS, metavar="MODULE",
-                   help="the module whose CHECKS judge the answers (default: %(default)s)")
     p.add_argument("--no-sandbox", dest="sandbox", action="store_false",
                    help="run the notebooks without bubblewrap, as where it is missing "
                         "(process groups, resource limits, private copies)")
@@ -108,7 +104,7 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Options]:
         p.error(f"no such submission file: {', '.join(missing)}" if missing else
                 "no .ipynb files found in the given folders")
     return subs, Options(solutions, args.report_dir, args.timeout, args.device, args.jobs,
-                         args.warm_kernels, args.submissions, shard, args.checks, args.sandbox)
+                         args.warm_kernels, args.submissions, shard, args.sandbox)
 
 
 def grade(submissions: list[str], opts: Options, progress=print) -> list[Result]:
@@ -135,8 +131,7 @@ def _grade_into(results: list[Result], assignments: list[Assignment], opts: Opti
                 progress) -> None:
     import dptlearn
 
-    settings = Settings(opts.timeout, opts.jobs, opts.device, opts.warm_kernels, opts.checks,
-                        opts.sandbox)
+    settings = Settings(opts.timeout, opts.jobs, opts.device, opts.warm_kernels, opts.sandbox)
     grade_all(results, assignments, settings, Path(dptlearn.__file__).resolve().parent, progress)
     for r in results:
         if r.exercises:

@@ -48,7 +48,6 @@ class Settings:
     jobs: int = 1
     device: str | None = None
     warm_kernels: bool = True
-    checks: str = verdicts.DEFAULT_CHECKS
     sandbox: bool = True                # False: the fallback, even where bwrap works
 
 
@@ -245,7 +244,7 @@ class Run:
     def __init__(self, root: Path, assignments: list[Assignment], settings: Settings,
                  package: Path, progress=print):
         self.settings = settings
-        self.judge = verdicts.Judge(assignments, settings.checks, root / "cases")
+        self.judge = verdicts.Judge(assignments, root / "cases")
         plugin_dir = root / "plugin"
         (plugin_dir / "_dptlearn_grading").mkdir(parents=True)
         (plugin_dir / "_dptlearn_grading" / "__init__.py").write_text("")
@@ -262,7 +261,9 @@ class Run:
         if problem:
             progress(f"dptlearn-grade: no sandbox ({problem}); falling back to process groups, "
                      f"resource limits and private copies")
-        self.preload = preload_modules(assignments) if settings.warm_kernels else None
+        self.preload = ([verdicts.PROBE_MODULE, *preload_modules(assignments)]   # probe cells
+                        if settings.warm_kernels else None)              # import it
+
         self._index = itertools.count(1)
         self._lock = threading.Lock()
 

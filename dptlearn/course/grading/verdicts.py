@@ -31,6 +31,7 @@ from .view import HEAD_MODULES
 
 MAX_RESULTS_BYTES = 64 * 2**20
 DEFAULT_CHECKS = "dptlearn.course.checks"
+ALIASES = {"dptlearn.checks": DEFAULT_CHECKS}   # ``from dptlearn import checks`` resolves there
 PROBE_MODULE = "dptlearn.course.probe"
 MIN_IDENTICAL_NODES = 25        # smaller definitions are too short to call a copy
 
@@ -63,23 +64,64 @@ def probe_cell_source(ex_id: str, call: CheckCall) -> str:
             f"_dptlearn_probe.record({ex_id!r}, {call.name!r}, {call.expr})")
 
 
+def checks_module_of(a: Assignment) -> str:
+    """The module a solution notebook's set-up cells bind to the name ``checks``.
+
+    ``from dptlearn import checks`` gives ``dptlearn.course.checks``; ``import x as checks``
+    gives ``x`` (looked up next to the solutions too, as the grading fixture's checks are).
+    """
+    found = DEFAULT_CHECKS
+    for cell in a.nb["cells"]:
+        if cell.get("cell_type") != "code" or exercise_of(tags_of(cell)) is not None:
+            continue
+        try:
+            tree = ast.parse("\n".join(line for line in source_of(cell).splitlines()
+                                       if not line.lstrip().startswith(("%", "!"))))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found = next((al.name for al in node.names if (al.asname or al.name) == "checks"),
+                             found)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found = next((f"{node.module}.{al.name}" for al in node.names
+                              if (al.asname or al.name) == "checks"), found)
+    return ALIASES.get(found, found)
+
+
+def load_checks(a: Assignment) -> dict:
+    """The ``CHECKS`` registry that judges assignment ``a`` (see checks_module_of)."""
+    import sys
+
+    name = checks_module_of(a)
+    sys.path.append(str(a.path.parent))
+    try:
+        return importlib.import_module(name).CHECKS
+    except (ImportError, AttributeError) as exc:
+        raise SystemExit(f"dptlearn-grade: {a.path.name}: its checks module {name} has no "
+                         f"CHECKS registry ({type(exc).__name__}: {exc})") from None
+    finally:
+        sys.path.remove(str(a.path.parent))
+
+
 class Judge:
     """The run's cases (one secret seed per exercise) and the checks that judge the answers."""
 
-    def __init__(self, assignments: list[Assignment], checks_module: str, cases_dir: Path):
+    def __init__(self, assignments: list[Assignment], cases_dir: Path):
         import torch
 
-        registry = importlib.import_module(checks_module).CHECKS
         self.calls: dict[str, CheckCall] = {}
         self.cases: dict[str, Any] = {}
         self.checks: dict[str, Any] = {}
         cases_dir.mkdir(parents=True, exist_ok=True)
         for a in assignments:
+            registry = load_checks(a)
             for ex in a.exercises:
                 call = check_call(source_of(a.check_cell(ex.id)))
                 if call.name not in registry:
                     raise SystemExit(f"dptlearn-grade: {a.path.name}: exercise {ex.id} calls "
-                                     f"checks.{call.name}, which {checks_module}.CHECKS lacks")
+                                     f"checks.{call.name}, which {checks_module_of(a)}.CHECKS "
+                                     f"lacks")
                 self.calls[ex.id], self.checks[ex.id] = call, registry[call.name]
                 self.cases[ex.id] = self.checks[ex.id].case(secrets.randbits(63))
                 path = cases_dir / f"{ex.id}.pt"
@@ -94,9 +136,8 @@ class Judge:
                            "(forged or damaged results file)"), ["forgery"]
         try:
             what = self.checks[ex_id].judge(self.cases[ex_id], payload.get("results"))
-        except AssertionError as exc:
-            flags = sorted(getattr(exc, "flags", ()))
-            return False, clean_message(f"{type(exc).__name__}: {exc}", 400), flags
+        except AssertionError as exc:                     # CheckFailed: "<name>: <why>"
+            return False, clean_message(str(exc), 400), sorted(getattr(exc, "flags", ()))
         except Exception as exc:  # noqa: BLE001 - a judge that chokes must cost one exercise
             return False, clean_message(f"the grader could not judge the recorded answer "
                                         f"({type(exc).__name__}: {exc})", 400), []
