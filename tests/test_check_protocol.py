@@ -265,8 +265,8 @@ class ReferenceUseError(RuntimeError):
     """What the grading sandbox's stubs of the head raise."""
 
 
-def _stub(*args):
-    raise ReferenceUseError("dptlearn.grid.tokens_to_grid is not available while grading")
+def _stub(*args):   # as the grading view's stub of dptlearn.grid.tokens_to_grid
+    raise ReferenceUseError("uses dptlearn.grid.tokens_to_grid, the reference for this exercise: write your own")
 
 
 DELEGATIONS = {
@@ -307,6 +307,13 @@ def test_the_reference_message_names_what_the_learner_called():
         checks.tokens_to_grid(lambda t, nh, nw: gr.tokens_to_grid(t, nh, nw), device="cpu")
     with pytest.raises(CheckFailed, match=r"^ResidualConvUnit: uses dptlearn\.fusion\.ResidualConvUnit, "):
         checks.ResidualConvUnit(_Subclass, device="cpu")    # not the helpers it calls inside
+
+
+def test_a_sandbox_stub_says_what_was_used():
+    with pytest.raises(CheckFailed, match=r"^tokens_to_grid: uses dptlearn\.grid\.tokens_to_grid, the reference for "
+                                          r"this exercise: write your own$") as info:
+        checks.tokens_to_grid(_stub, device="cpu")
+    assert info.value.flags == {"reference"}
 
 
 def test_own_code_next_to_other_dptlearn_parts_is_not_the_reference():

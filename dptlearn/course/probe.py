@@ -47,8 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 HEAD_DIR = Path(__file__).resolve().parents[1]           # dptlearn/, next to course/
-HEAD_MODULES = ("tokens", "grid", "reassemble", "fusion", "head", "postprocess", "dpt", "dust3r", "fused",
-                "device")
+HEAD_MODULES = ("tokens", "grid", "reassemble", "fusion", "head", "postprocess", "dpt", "dust3r", "fused")
 MESSAGE_CHARS = 2000   # recorded exception messages are cut to this length
 MAX_ITEMS = 1000       # containers longer than this are described, not recorded
 PROBE_DIR_VAR = "DPTLEARN_PROBE_DIR"

@@ -202,8 +202,10 @@ class Check:
 
     def _no_reference(self, results: list) -> None:
         for r in results:
-            if r.get("raised") == REFERENCE_ERROR:
-                self.fail(f"uses dptlearn's reference ({r.get('message', '')}): write your own", "reference")
+            if r.get("raised") == REFERENCE_ERROR:   # its message says what: "uses dptlearn.<mod>.<name>, ..."
+                message = str(r.get("message", ""))
+                self.fail(message if message.startswith("uses dptlearn.") else
+                          f"uses dptlearn's reference ({message}): write your own", "reference")
         if any(r.get("recorder_off") for r in results):
             self.fail("your code switched off the check's call recorder (sys.setprofile): leave it alone",
                       "reference")
