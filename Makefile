@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dptlearn-installed
 PORT   ?= 8888
 
-.PHONY: install lab my-work test test-fast notebooks exercises bench train-bench grade-bench browser-deps clean
+.PHONY: install lab my-work test test-fast notebooks exercises bench train-bench grade-bench browser-deps sandbox-deps clean
 
 # Reinstall only when the pins, the package metadata or the lab settings change.
 $(STAMP): requirements.txt pyproject.toml jupyter/overrides.json
@@ -32,7 +32,11 @@ lab: install
 browser-deps:
 	@bash scripts/install_browser.sh || echo "warning: Chromium could not be installed; the browser test will be skipped"
 
-test: install browser-deps
+# Debian's bubblewrap for the grader's sandbox (the grader falls back without it, and says so).
+sandbox-deps:
+	@bash scripts/install_bwrap.sh || echo "warning: bubblewrap could not be installed; the grader will run without a sandbox and the hostile-submission tests will be skipped"
+
+test: install browser-deps sandbox-deps
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest -p no:python --nbval --nbval-current-env \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300 notebooks solutions

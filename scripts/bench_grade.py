@@ -1,19 +1,22 @@
 """Grading benchmark (``make grade-bench``): a class of 30 full submissions, graded with --jobs 2.
 
 Usage: python scripts/bench_grade.py [--students 30] [--jobs 2] [--solutions DIR] [--cold]
+                                     [--no-sandbox]
 
 Each student submits a copy of every solution notebook (``solutions/``, or the grader's test
 fixture while ``solutions/`` is empty), so every exercise should score full marks. Prints
 
 * the wall time of the whole class, per student and per notebook;
-* the CPU time (user + sys) of the grading, its whole process tree included (pytest, the
-  fork servers, the kernels), in total, per student and per notebook;
+* the CPU time (user + sys) of the grading, its whole process tree included (the sandboxes,
+  pytest, the fork servers, the kernels, the judging), in total, per student and per notebook;
+* whether the notebooks ran in bubblewrap sandboxes (one per student) or in the fallback;
 * the load average, and the wall time an otherwise idle machine would need, estimated as
   CPU time / min(--jobs, cores) — the figure to trust when other processes share the machine;
 * the verdict against the 5-minute target.
 
 Exits 1 if any submission lost points (a grader bug) or if the class took longer than the
-5-minute target (wall time). ``--cold`` grades without warm kernels, for comparison.
+5-minute target (wall time). ``--cold`` grades without warm kernels and ``--no-sandbox`` without
+bubblewrap, for comparison.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dptlearn.course.grading import grade  # noqa: E402
+from dptlearn.course.grading import grade, sandbox  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "grading" / "fixtures" / "solutions"
 TARGET_S = 300
@@ -68,6 +71,8 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=grade.DEFAULT_TIMEOUT_S)
     p.add_argument("--cold", action="store_true",
                    help="start every kernel from scratch (no warm-kernel server)")
+    p.add_argument("--no-sandbox", dest="sandbox", action="store_false",
+                   help="run the notebooks without bubblewrap (the grader's fallback)")
     args = p.parse_args()
     solutions = pick_solutions(args.solutions)
     cores = os.cpu_count() or 1
@@ -75,18 +80,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="dptlearn-grade-bench-") as tmp:
         subs = make_class(solutions, args.students, Path(tmp) / "class")
         opts = grade.Options(solutions, Path(tmp) / "report", args.timeout, None, args.jobs,
-                             warm_kernels=not args.cold)
+                             warm_kernels=not args.cold, sandbox=args.sandbox)
         c0, t0 = cpu_seconds(), time.perf_counter()
         results = grade.grade(subs, opts, progress=lambda _: None)
         wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     load1 = os.getloadavg()[0]
     lost = [r for r in results if r.score != r.max_score or r.error]
+    flagged = [r for r in results if any(e.flags for e in r.exercises)]
+    problem = sandbox.bwrap_problem() if args.sandbox else "--no-sandbox"
     n, s = len(subs), max(args.students, 1)
     idle = cpu / min(args.jobs, cores)
     print(f"solutions: {solutions} ({n // s} notebook(s) per student)")
     print(f"machine:   {cores} CPU core(s), --jobs {args.jobs}, "
           f"{'cold' if args.cold else 'warm'} kernels, "
           f"load average {load0:.1f} before / {load1:.1f} after")
+    print(f"sandbox:   {'bubblewrap, one per student' if problem is None else 'none: ' + problem}")
     print(f"class of {args.students} students = {n} notebooks:")
     print(f"  wall {wall:7.1f} s   ({wall / s:.2f} s per student, {wall / n:.2f} s per notebook)")
     print(f"  CPU  {cpu:7.1f} s   ({cpu / s:.2f} s per student, {cpu / n:.2f} s per notebook; "
@@ -96,14 +104,17 @@ def main() -> int:
     print(f"  in-kernel time per notebook: {in_kernel:.2f} s (pytest's cell times)")
     for r in lost:
         print(f"LOST POINTS: {r.submission}: {r.score}/{r.max_score} {r.error or ''}")
-    ok = not lost and wall <= TARGET_S
+    for r in flagged:
+        print(f"FLAGGED: {r.submission}: {[(e.id, e.flags) for e in r.exercises if e.flags]}")
+    ok = not lost and not flagged and wall <= TARGET_S
     verdict = "PASS" if ok else "FAIL"
     note = ""
     if wall > TARGET_S and idle <= TARGET_S:
         note = (f" (the machine was busy: the CPU time says an idle machine would take "
                 f"{idle:.0f} s)")
     print(f"verdict: {verdict}: {wall:.1f} s wall against the {TARGET_S} s target{note}"
-          + (f"; {len(lost)} submission(s) lost points" if lost else ""))
+          + (f"; {len(lost)} submission(s) lost points" if lost else "")
+          + (f"; {len(flagged)} honest submission(s) flagged" if flagged else ""))
     return 0 if ok else 1
 
 

@@ -377,22 +377,28 @@ def score(s: Staged, judge: verdicts.Judge, results: Path, cases: list[dict],
         mine = [c for c in cases if c.get("exercise") == ex.id]
         check = next((c for c in mine if c.get("role") == "check"), None)
         flags: list[str] = []
+        ran = None if check is None else check["outcome"] == "passed"
         try:
             payload = verdicts.load_results(results / f"{ex.id}.pt")
         except verdicts.UnreadableResults as exc:
             passed = False
             if str(exc) != "no answer was recorded":
                 message, flags = str(exc), ["forgery"]
-            elif check is not None and check["outcome"] != "passed":
+            elif ran is False:
                 message = f"the check cell did not run: {_case_message(check)}"
+            elif ran:
+                message = ("no answer was recorded although the check cell ran (was "
+                           "dptlearn.course.probe replaced?)")
+                flags = ["forgery"]
             else:
                 message = why or "the check cell did not run"
         else:
-            passed, message, flags = judge.verdict(ex.id, payload)
-            if check is not None and check["outcome"] != "passed":
-                flags.append("forgery")
-                message += (" (an answer was recorded although the check cell failed: "
-                            "written outside probe.record?)")
+            if ran is False:        # the probe never finished, yet an answer is there
+                passed, flags = False, ["forgery"]
+                message = (f"an answer was recorded outside the check cell, which failed "
+                           f"({_case_message(check)}): written outside probe.record?")
+            else:
+                passed, message, flags = judge.verdict(ex.id, payload)
         if not passed and check is not None:
             before = mine[:mine.index(check)]
             earlier = next((c for c in before if c["outcome"] in ("failure", "error")), None)
