@@ -213,10 +213,15 @@ def test_probe_records_standalone_without_dptlearn(tmp_path):
     assert not list((tmp_path / "results").glob("*.tmp"))
 
 
-def test_non_data_values_are_described():
+def test_non_data_values_are_described_and_numbers_made_plain():
+    import numpy as np
     plan = [{"op": "call", "fn": None, "args": [], "kwargs": {}, "what": "f()"}]
-    [r] = probe.execute(lambda: {"a": nn.ReLU(), "b": (1, "x", None), "c": torch.Size([2, 3])}, plan, "cpu")
-    assert r["value"] == {"a": {"type": "ReLU"}, "b": (1, "x", None), "c": (2, 3)}
+    [r] = probe.execute(lambda: {"a": nn.ReLU(), "b": (1, "x", None), "c": torch.Size([2, 3]),
+                                 "d": [np.int64(4), np.float32(0.5)], np.int64(7): np.zeros(2)}, plan, "cpu")
+    assert r["value"] == {"a": {"type": "ReLU"}, "b": (1, "x", None), "c": (2, 3), "d": [4, 0.5],
+                          7: {"type": "ndarray"}}
+    assert [type(v) for v in r["value"]["d"]] == [int, float]
+    assert roundtrip(r) == r
 
 
 # ------------------------------------------------------------------ using the reference

@@ -27,15 +27,15 @@ Steps (dicts; the key ``what`` is a label for messages):
 Arguments may hold ``{"$slot": name}`` (a built object) and ``{"$standin": kind, "params": {...}}``;
 every tensor is copied to the run device. A step that raises gives
 ``{"raised": type name, "message": text}`` instead of ``value``. Every step result also lists
-in ``calls`` the dptlearn head functions that ran during it (in the order of their first call), as
-qualified names such as
-``dptlearn.grid.tokens_to_grid`` (``sys.setprofile``; the first step also names the handed-in
-object when it is a head function or class), and ``recorder_off`` when the learner's code
-switched that recorder off.
+in ``calls`` the dptlearn head functions that ran during it, in the order of their first call,
+as qualified names such as ``dptlearn.grid.tokens_to_grid`` (``sys.setprofile``; the first step
+also names the handed-in object when it is a head function or class), and ``recorder_off``
+when the learner's code switched that recorder off.
 """
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import sys
 from contextlib import contextmanager
@@ -237,8 +237,14 @@ def to_data(obj: Any, depth: int = 0) -> Any:
     """Pure data for ``obj``: tensors detached on the CPU, containers recursively, else a description."""
     if isinstance(obj, torch.Tensor):
         return obj.detach().to("cpu", copy=True)
-    if obj is None or isinstance(obj, (bool, int, float, str)):
+    if obj is None or type(obj) in (bool, int, float, str):
         return obj
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, numbers.Integral):   # numpy scalars and enums become plain numbers (loadable data)
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        return float(obj)
     if isinstance(obj, torch.Size):
         return tuple(int(v) for v in obj)
     if isinstance(obj, (list, tuple, dict)) and (depth > 8 or len(obj) > MAX_ITEMS):
@@ -246,8 +252,14 @@ def to_data(obj: Any, depth: int = 0) -> Any:
     if type(obj) in (list, tuple):
         return type(obj)(to_data(v, depth + 1) for v in obj)
     if isinstance(obj, dict):
-        return {(k if isinstance(k, (str, int)) else repr(k)): to_data(v, depth + 1) for k, v in obj.items()}
+        return {_key(k): to_data(v, depth + 1) for k, v in obj.items()}
     return {"type": type(obj).__name__}
+
+
+def _key(k: Any) -> str | int:
+    if isinstance(k, str):
+        return str(k)
+    return int(k) if isinstance(k, numbers.Integral) and not isinstance(k, bool) else repr(k)
 
 
 def _tensors(obj: Any) -> Iterator[torch.Tensor]:
