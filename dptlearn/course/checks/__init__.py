@@ -27,7 +27,7 @@ from .grid import GridToTokens, PatchGrid, TokensToGrid
 from .harness import Case, Check, CheckFailed
 from .head import ConfActivation, DepthActivation, HeadSequential, Postprocess, RegressionHeadCheck
 from .reassemble import ReassembleBranchCheck, ReassembleCheck
-from .tokens import ApplyReadout, HookIndices, ReadoutProject as ReadoutProjectCheck, SelectHookedTokens
+from .tokens import ApplyReadout, HookIndices, ReadoutProjectCheck, SelectHookedTokens
 
 hook_indices = HookIndices()
 select_hooked_tokens = SelectHookedTokens()

@@ -147,7 +147,7 @@ def _readout_project(x, lin_w, lin_b, order="patches_first", act="gelu", readout
     return {"gelu": F.gelu, "relu": F.relu, "none": lambda t: t}[act](y)
 
 
-class ReadoutProject(Check):
+class ReadoutProjectCheck(Check):
     """``student_cls(dim)`` with ``project = nn.Sequential(nn.Linear(2*dim, dim), nn.GELU())``."""
 
     name = "ReadoutProject"
