@@ -1,5 +1,5 @@
 """Tests of dptlearn.checks: every check passes a correct implementation and names the mistake
-in at least two known-wrong ones (written here, independently of the checks' own candidates)."""
+in at least three known-wrong ones (written here, independently of the checks' own candidates)."""
 from __future__ import annotations
 
 import math
