@@ -5,6 +5,11 @@ means "keep the current user" (the fallback without bubblewrap, or a grader that
 Limits are set here rather than by the grader, so that the grader never forks with threads
 running, and after the switch to UID so that RLIMIT_NPROC counts that user's processes only
 (root ignores it). Standard library only.
+
+In a sandbox (``bwrap --as-pid-1``) this program is the PID namespace's init: it runs COMMAND as
+its child, reaps every orphan, and exits with COMMAND's status (128 + N when signal N killed
+it). Being init, nothing inside can kill it; the grader then sees how the run ended, and the
+CPU time of every reaped process is accounted to the grader.
 """
 import os
 import resource
@@ -28,7 +33,16 @@ def main(argv: list[str]) -> None:
     split = argv.index("--")
     uid, data, nproc, fsize, cpu = (int(v) for v in argv[:split])
     confine(uid, data, nproc, fsize, cpu)
-    os.execv(argv[split + 1], argv[split + 1:])
+    if os.getpid() != 1:
+        os.execv(argv[split + 1], argv[split + 1:])
+    child = os.fork()
+    if child == 0:
+        os.execv(argv[split + 1], argv[split + 1:])
+    while True:
+        pid, status = os.wait()
+        if pid == child:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(code if code >= 0 else 128 - code)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ in a bubblewrap sandbox (``bwrap``, Debian package ``bubblewrap``) that sees:
 * read-write: ``/grade/work`` (the staged notebooks, the JUnit report) and
   ``/grade/probe/results`` (the answers the probes record), both fresh host folders owned by
   the sandbox's user, and a private ``/tmp`` (tmpfs, ``TMP_BYTES``);
-* its own PID, network (loopback only), IPC and UTS namespaces, a new session, and it dies
-  with the grader.
+* its own PID (``confine.py`` is its init), network (loopback only), IPC and UTS namespaces,
+  a new session, and it dies with the grader.
 
 When the grader runs as root, ``confine.py`` switches to a user of its own for each sandbox
 (``UID_BASE`` + index): not root, so the limits below all bite and nothing of the grader's
@@ -132,7 +132,7 @@ def bwrap_args(layout: Layout | None = None, box: Box | None = None, cuda: bool 
             *_parents(binds), *binds, "--proc", "/proc", "--dev", "/dev",
             "--size", str(TMP_BYTES), "--perms", "1777", "--tmpfs", "/tmp"]
     if layout is not None and box is not None:
-        args += ["--chdir", str(INSIDE / "work")]
+        args += ["--as-pid-1", "--chdir", str(INSIDE / "work")]     # confine.py is the init
     if cuda:
         for dev in sorted(Path("/dev").glob("nvidia*")):
             args += ["--dev-bind", str(dev), str(dev)]
