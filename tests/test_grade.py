@@ -415,3 +415,100 @@ def test_launcher_falls_back_to_a_plain_kernel_without_its_server(tmp_path):
         kc.stop_channels()
         km.shutdown_kernel(now=True)
         server.close()
+
+
+# ----------------------------------------------------------------------------- sandbox pieces
+
+def test_grading_view_stubs_every_name_of_the_head(tmp_path):
+    """Every function and class of a head module exists in the view; using one raises
+    ReferenceUseError naming it; literal constants stay; checks only print."""
+    import ast
+
+    from dptlearn.course.grading import view
+
+    view.build_view(ROOT / "dptlearn", tmp_path)
+    for module in view.HEAD_MODULES:
+        real = {n.name for n in ast.parse((ROOT / "dptlearn" / f"{module}.py").read_text()).body
+                if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        stub = {n.name for n in ast.parse((tmp_path / "dptlearn" / f"{module}.py").read_text()).body
+                if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        assert real <= stub, (module, real - stub)
+    assert not (tmp_path / "dptlearn" / "course" / "checks" / "harness.py").exists()
+    code = """
+import torch.nn as nn
+import dptlearn.grid, dptlearn.fusion, dptlearn.reassemble
+from dptlearn import checks
+def err(f):
+    try:
+        f()
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+class Sub(dptlearn.fusion.FusionBlock):
+    pass
+class Borrow(nn.Module):
+    forward = dptlearn.fusion.FusionBlock.forward
+print(err(lambda: dptlearn.grid.tokens_to_grid(1, 2, 3)))
+print(err(lambda: Sub()))
+print(err(lambda: Borrow()(1)))
+print(dptlearn.reassemble.REASSEMBLE_FACTORS)
+checks.tokens_to_grid(print)
+import dptlearn.viz.trace, dptlearn.train.loop, dptlearn.course.probe
+"""
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[:5] == [
+        "ReferenceUseError: uses dptlearn.grid.tokens_to_grid, the reference for this exercise: "
+        "write your own",
+        "ReferenceUseError: uses dptlearn.fusion.FusionBlock, the reference for this exercise: "
+        "write your own",
+        "ReferenceUseError: uses dptlearn.fusion.FusionBlock.forward, the reference for this "
+        "exercise: write your own",
+        "(4, 2, 1, 0.5)",
+        "checks.tokens_to_grid: when grading, the checks run outside the notebook; the grader's "
+        "own check cell records your answer"]
+
+
+def test_recorded_answers_are_read_defensively(tmp_path, monkeypatch):
+    import torch
+
+    from dptlearn.course.grading import verdicts
+
+    good = tmp_path / "good.pt"
+    torch.save({"check": "x", "results": [{"value": torch.ones(2)}]}, good)
+    assert verdicts.load_results(good)["check"] == "x"
+    (tmp_path / "link.pt").symlink_to(good)
+    (tmp_path / "junk.pt").write_bytes(b"\x80\x02junk")
+    (tmp_path / "dir.pt").mkdir()
+    evil = tmp_path / "evil.pt"
+    torch.save({"check": "x", "results": [Path("/")]}, evil)      # not weights_only data
+    for name, text in [("missing.pt", "no answer was recorded"), ("link.pt", "not a regular file"),
+                       ("junk.pt", "not readable data"), ("dir.pt", "not a regular file"),
+                       ("evil.pt", "not readable data")]:
+        with pytest.raises(verdicts.UnreadableResults, match=text):
+            verdicts.load_results(tmp_path / name)
+    monkeypatch.setattr(verdicts, "MAX_RESULTS_BYTES", 100)
+    with pytest.raises(verdicts.UnreadableResults, match="more than the 0 MiB limit"):
+        verdicts.load_results(good)
+
+
+def test_without_bubblewrap_the_grader_says_so_once_and_falls_back(tmp_path, monkeypatch):
+    from dptlearn.course.grading import sandbox
+
+    monkeypatch.setattr(sandbox, "BWRAP", "no-such-bwrap")
+    assert "bubblewrap (bwrap) is not installed" in sandbox.bwrap_problem()
+    subs = []
+    for student in ("ann", "bob"):
+        path = tmp_path / student / f"{crafted.ASSIGNMENT}.ipynb"
+        path.parent.mkdir()
+        path.write_text(json.dumps(crafted.solution_nb()))
+        subs.append(str(path))
+    said = []
+    opts = grade.Options(crafted.SOLUTIONS, tmp_path / "report", timeout=30, jobs=2,
+                         inputs=[str(tmp_path)])
+    results = grade.grade(subs, opts, progress=said.append)
+    assert [(r.score, r.error) for r in results] == [(crafted.MAX_SCORE, None)] * 2
+    assert [s for s in said if "no sandbox" in s] == [
+        "dptlearn-grade: no sandbox (bubblewrap (bwrap) is not installed (scripts/install_bwrap.sh "
+        "installs it)); falling back to process groups, resource limits and private copies"]

@@ -19,6 +19,7 @@ import ast
 import itertools
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -264,7 +265,8 @@ class Run:
         self.preload = ([verdicts.PROBE_MODULE, *preload_modules(assignments)]   # probe cells
                         if settings.warm_kernels else None)              # import it
 
-        self._index = itertools.count(1)
+        # sandbox k runs as user UID_BASE + k: a random start keeps concurrent runs apart
+        self._index = itertools.count(1 + secrets.randbelow(10_000) * 1_000)
         self._lock = threading.Lock()
 
     def next_index(self) -> int:
@@ -334,16 +336,8 @@ def ended_early(over: bool, status: int, elapsed: float, limit: float) -> str:
 def read_junit(path: Path) -> dict[str, list[ET.Element]] | None:
     """The testcases of a sandbox's JUnit report grouped by ``submission`` (None: no report)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as fh:
-        data = fh.read(MAX_JUNIT_BYTES + 1)
-    if len(data) > MAX_JUNIT_BYTES:
-        return None
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError:
+        root = ET.fromstring(verdicts.read_untrusted(path, MAX_JUNIT_BYTES))
+    except (verdicts.UnreadableResults, ET.ParseError):
         return None
     groups: dict[str, list[ET.Element]] = {}
     for tc in root.iter("testcase"):

@@ -14,8 +14,8 @@ in a bubblewrap sandbox (``bwrap``, Debian package ``bubblewrap``) that sees:
   a new session, and it dies with the grader.
 
 When the grader runs as root, ``confine.py`` switches to a user of its own for each sandbox
-(``UID_BASE`` + index): not root, so the limits below all bite and nothing of the grader's
-can be written or signalled. The repository (``solutions/``, ``tests/``, ``exercises/``,
+(``UID_BASE`` + index, where each run starts its indexes at a random offset): not root, so the
+limits below all bite and nothing of the grader's can be written or signalled. The repository (``solutions/``, ``tests/``, ``exercises/``,
 ``.git``), other students' files and the report folder are not in the sandbox at all.
 
 Without a working ``bwrap`` the grader says so once and falls back to a process group, the

@@ -144,26 +144,37 @@ class Judge:
         return True, clean_message(f"passed ({what})" if what else "passed", 400), []
 
 
-def load_results(path: Path) -> Any:
-    """The data a probe recorded, read without trusting the file (see UnreadableResults)."""
-    import io
+def read_untrusted(path: Path, limit: int) -> bytes:
+    """The bytes of a file a sandbox wrote: a regular file (no symlink), at most ``limit`` bytes.
 
-    import torch
-
+    Raises UnreadableResults saying what is wrong.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise UnreadableResults("no answer was recorded") from None
     except OSError as exc:
         raise UnreadableResults(f"the recorded answer is not a regular file ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise UnreadableResults("the recorded answer is not a regular file")
-        if info.st_size > MAX_RESULTS_BYTES:
+        if info.st_size > limit:
             raise UnreadableResults(f"the recorded answer is {info.st_size / 2**20:.0f} MiB, more "
-                                    f"than the {MAX_RESULTS_BYTES // 2**20} MiB limit")
-        data = fh.read(MAX_RESULTS_BYTES + 1)
+                                    f"than the {limit // 2**20} MiB limit")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read(limit + 1)[:limit]
+    finally:
+        os.close(fd)
+
+
+def load_results(path: Path) -> Any:
+    """The data a probe recorded, read without trusting the file (see UnreadableResults)."""
+    import io
+
+    import torch
+
+    data = read_untrusted(path, MAX_RESULTS_BYTES)
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - whatever the file holds, it is not an answer
