@@ -15,8 +15,9 @@ in a bubblewrap sandbox (``bwrap``, Debian package ``bubblewrap``) that sees:
 
 When the grader runs as root, ``confine.py`` switches to a user of its own for each sandbox
 (``UID_BASE`` + index, where each run starts its indexes at a random offset): not root, so the
-limits below all bite and nothing of the grader's can be written or signalled. The repository (``solutions/``, ``tests/``, ``exercises/``,
-``.git``), other students' files and the report folder are not in the sandbox at all.
+limits below all bite and nothing of the grader's can be written or signalled. The repository
+(``solutions/``, ``tests/``, ``exercises/``, ``.git``), other students' files and the report
+folder are not in the sandbox at all.
 
 Without a working ``bwrap`` the grader says so once and falls back to a process group, the
 same resource limits (without NPROC: root ignores it) and private copies of the plans; the
