@@ -351,7 +351,8 @@ WRONG_FUSE = {  # wiring -> (student, what the message says)
     "missing crop": (lambda lv, f: _fuse(lv, f, crop=None), "missing crop on odd grids"),
     "crop keeps the last rows": (lambda lv, f: _fuse(lv, f, crop="bottom-right"), "bottom-right"),
     "upsampled straight to the skip size": (lambda lv, f: _fuse(lv, f, crop="resize"), "instead of cropping"),
-    "blocks in coarsest-first index order": (lambda lv, f: _fuse(lv, f, pair={2: 0, 1: 1, 0: 2}), "wrong values"),
+    "blocks in coarsest-first index order": (lambda lv, f: _fuse(lv, f, pair={2: 0, 1: 1, 0: 2}),
+                                             "blocks indexed coarsest-first"),
 }
 
 
@@ -399,3 +400,33 @@ def test_dust3r_forward_stand_ins_show_wrong_wirings(wrong, capsys):
     mistake, says = WRONG_FORWARD[wrong]
     with pytest.raises(CheckFailed, match=re.escape(says)):
         checks.dust3r_forward(lambda h, t, s: _forward(h, t, s, **mistake), device="cpu")
+
+
+# ------------------------------------------------------------------ how a failed check shows in a notebook
+
+def test_a_failed_check_renders_as_one_short_message():
+    with pytest.raises(CheckFailed) as info:
+        checks.tokens_to_grid(lambda t, nh, nw: t.reshape(t.shape[0], t.shape[2], nh, nw), device="cpu")
+    lines = info.value._render_traceback_()
+    assert lines[0].startswith("✗ tokens_to_grid: grid for nh=3, nw=5: reshape instead of moving the channel axis")
+    assert " ".join(line.strip() for line in lines) == f"✗ {info.value}"      # wrapped, nothing added or lost
+    assert all(len(line) <= 100 for line in lines) and 1 < len(lines) <= 5
+    assert not any("Traceback" in line or ".py" in line for line in lines)
+    assert isinstance(info.value, AssertionError)                            # pytest and nbval see a failure
+
+
+def test_a_notebook_shows_the_verdict_alone(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+    code = ("from dptlearn import checks\n"
+            "checks.crop_to(lambda x, size: x[..., x.shape[-2] - size[0]:, x.shape[-1] - size[1]:], device='cpu')")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    [error] = [o for o in nb.cells[0].outputs if o.output_type == "error"]
+    shown = "\n".join(error.traceback)               # what Jupyter displays under the cell
+    assert (error.ename, error.evalue.split(":")[0]) == ("CheckFailed", "crop_to")
+    assert shown.startswith("✗ crop_to: crop to (5, 7): you kept the bottom-right"), shown
+    assert "Traceback" not in shown and "dptlearn" + "/" not in shown and ".py" not in shown, shown
+    assert len(error.traceback) <= 3
+

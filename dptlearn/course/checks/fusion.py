@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 import torch.nn.functional as F
@@ -11,29 +12,37 @@ from ...fused import set_fast_inference
 from .. import probe
 from .harness import (ALIGN_MSG, NEAREST_MSG, Case, Check, build, call, generator, load, randomize_, standin, up)
 
-RCU_SHAPE = "the 3x3 convs need padding=1 to keep (h, w)"
+RCU_SHAPE = "a 3x3 conv without padding shrinks the map by 2 cells: which padding keeps (h, w)?"
 FUSION = ("dptlearn.fusion", "dptlearn.fused")
+RESNET_MSG = ("ResNet order (ReLU after the add, no ReLU before conv1): DUSt3R's unit is pre-activation — the "
+              "ReLU comes before each conv and nothing follows the add (lecture 04, question 2)")
 
 
-def rcu(x, w1, b1, w2, b2, pre=True, residual=True, skip_is_relu=False, final_relu=False):
+def rcu(x, w1, b1, w2, b2, pre=True, residual=True, skip_is_relu=False, final_relu=False, relu_conv2=False):
     """The residual conv unit with one known mistake switched on (all off: the right unit)."""
     out = F.conv2d(F.relu(x) if pre else x, w1, b1, padding=1)
     out = F.conv2d(F.relu(out), w2, b2, padding=1)
+    if relu_conv2:
+        out = F.relu(out)
     if residual:
         out = (F.relu(x) if skip_is_relu else x) + out
     return F.relu(out) if final_relu else out
 
 
+RCU_MISTAKES = (   # (diagnosis, switches for ``rcu``)
+    ("missing pre-activation: the unit's first ReLU comes before conv1", {"pre": False}),
+    ("missing residual: the unit adds its unchanged input back at the end", {"residual": False}),
+    ("the skip adds relu(x) instead of x — an in-place ReLU (or a relu'd input reused) overwrote x; the skip "
+     "needs the original input", {"skip_is_relu": True}),
+    (RESNET_MSG, {"pre": False, "final_relu": True}),
+    (RESNET_MSG, {"pre": False, "relu_conv2": True, "final_relu": True}),
+    ("ReLU after the residual add: DUSt3R's unit ends with the add", {"final_relu": True}),
+)
+
+
 def rcu_candidates(run):
     """Known RCU mistakes; ``run(**variant)`` recomputes the output with one of them."""
-    return [
-        ("missing pre-activation: the unit is x + conv2(relu(conv1(relu(x)))) — a ReLU *before* conv1 too",
-         lambda: run(pre=False)),
-        ("missing residual: return x + conv2(...), not conv2(...) alone", lambda: run(residual=False)),
-        ("the skip adds relu(x) instead of x — an in-place ReLU (or relu'd input reused) overwrote x; use "
-         "F.relu(x) / nn.ReLU(inplace=False) and add the original x", lambda: run(skip_is_relu=True)),
-        ("ReLU after the residual add: DUSt3R's unit ends with the add, x + conv2(...)", lambda: run(final_relu=True)),
-    ]
+    return [(msg, lambda kw=kw: run(**kw)) for msg, kw in RCU_MISTAKES]
 
 
 class ResidualConvUnitFn(Check):
@@ -53,8 +62,8 @@ class ResidualConvUnitFn(Check):
 
     def verify(self, case, results):
         got = self.value(case, results, 0)
-        self.unchanged(results, 0, "in-place ReLU: your code overwrote the input x (e.g. F.relu(x, inplace=True) or "
-                                   "x.relu_()), so the skip connection no longer adds the original x; use F.relu(x)")
+        self.unchanged(results, 0, "in-place ReLU: your code overwrote the input x (inplace=True, or relu_()), so "
+                                   "the skip connection no longer adds the original x (lecture 04, question 1)")
         args = case.data["args"]
         B, D, h, w = self.B, self.D, self.H, self.W
         self.compare(got, rcu(*args), label="output", dims="(B, D, h, w)", result=results[0],
@@ -80,12 +89,11 @@ class ResidualConvUnitCheck(Check):
 
     def verify(self, case, results):
         self.weights_loaded(case, results, 0, 1, bias_note="DUSt3R's residual units use convs with a bias",
-                            hint=lambda m, u, s: ("name the convs conv1 and conv2: Conv2d(dim, dim, kernel_size=3, "
-                                                  "padding=1)" if m else None))
+                            hint=lambda m, u, s: ("the check loads the two 3x3 convs as conv1 and conv2 (dim -> dim, "
+                                                  "size kept)" if m or s else None))
         got = self.value(case, results, 2)
-        self.unchanged(results, 2, "in-place ReLU: your forward overwrote its input x (nn.ReLU(inplace=True) or "
-                                   "F.relu(x, inplace=True)), so the skip no longer adds the original x; DUSt3R's "
-                                   "ReLU is not in place")
+        self.unchanged(results, 2, "in-place ReLU: your forward overwrote its input x (a ReLU with inplace=True), "
+                                   "so the skip no longer adds the original x (lecture 04, question 1)")
         x, args = case.data["x"], case.data["args"]
         B, D, h, w = self.B, self.D, self.H, self.W
         self.compare(got, case.data["want"], label="output", dims="(B, D, h, w)", result=results[2],
@@ -115,13 +123,16 @@ class CropTo(Check):
                          shape_hints={(2, 3, h, 8): "crop the columns too", (2, 3, 6, w): "crop the rows too",
                                       (2, 3, w, h): "size is (h, w): rows first"},
                          candidates=[
-                             ("you kept the bottom-right; DUSt3R keeps the top-left and drops the last rows/columns: "
-                              "x[..., :h, :w]", lambda: x[..., 6 - h:, 8 - w:]),
-                             ("you cropped the centre; DUSt3R keeps the top-left: x[..., :h, :w]",
+                             ("you kept the bottom-right; DUSt3R keeps the top-left and drops the last rows and "
+                              "columns", lambda: x[..., 6 - h:, 8 - w:]),
+                             ("you dropped the first rows; DUSt3R drops the last ones (lecture 04, section 3: "
+                              "which row has no counterpart)", lambda: x[..., 6 - h:, :w]),
+                             ("you dropped the first columns; DUSt3R drops the last ones", lambda: x[..., :h, 8 - w:]),
+                             ("you cropped the centre; DUSt3R keeps the top-left",
                               lambda: x[..., (6 - h) // 2:(6 - h) // 2 + h, (8 - w) // 2:(8 - w) // 2 + w]),
-                             ("you resized (interpolated) instead of cropping: DUSt3R slices x[..., :h, :w]",
+                             ("you resized (interpolated) instead of cropping: a crop keeps the values it keeps",
                               lambda: up(x, True, size=(h, w))),
-                             ("you resized (interpolated) instead of cropping: DUSt3R slices x[..., :h, :w]",
+                             ("you resized (interpolated) instead of cropping: a crop keeps the values it keeps",
                               lambda: up(x, False, size=(h, w))),
                          ])
         return "top-left crops of a 6x8 map, incl. the no-op and a torch.Size"
@@ -153,16 +164,15 @@ def fusion_candidates(ref, x, skip):
     cands = [(ALIGN_MSG, v(align=False)), (NEAREST_MSG, v(mode="nearest")),
              ("the x2 upsample comes last (before out_conv), after the residual unit(s); you upsampled first",
               v(up_first=True))]
-    cands += [(f"inside your residual units — {msg}", v(rcu_kw=kw)) for msg, kw in (
-        ("missing pre-activation: x + conv2(relu(conv1(relu(x))))", {"pre": False}),
-        ("missing residual: x + conv2(...)", {"residual": False}),
-        ("the skip adds relu(x) instead of x (in-place ReLU?)", {"skip_is_relu": True}))]
+    cands += [(f"inside your residual units — {msg}", v(rcu_kw=kw)) for msg, kw in RCU_MISTAKES]
     if skip is not None:
         cands += [
-            ("the skip input goes through skip_unit before the add: out = x + skip_unit(skip)", v(raw_skip=True)),
+            ("the skip input (the pyramid level) goes through skip_unit before it is added to the path; you added "
+             "it raw", v(raw_skip=True)),
             ("x and skip swapped: the pyramid level (skip) goes through skip_unit; the path x is added as is",
              v(swap=True)),
-            ("add skip_unit(skip) *before* the residual unit: out = unit(x + skip_unit(skip))", v(skip_after=True)),
+            ("the skip comes in too late: unit refines the sum of the path and the refined skip, so the add comes "
+             "before unit", v(skip_after=True)),
         ]
     return cands
 
@@ -195,25 +205,25 @@ class FusionBlockCheck(Check):
 
             def hint(missing, unexpected, mismatched, with_skip=with_skip):
                 if not with_skip and any(k.startswith("skip_unit.") for k in unexpected):
-                    return ("with_skip=False: the coarsest block takes x alone, build it without a skip unit "
-                            "(self.skip_unit = None; DUSt3R's exists but is never used)")
+                    return ("with_skip=False: the coarsest block takes x alone and has no skip unit (skip_unit is "
+                            "None; DUSt3R builds one that never runs, lecture 04, section 5)")
                 if with_skip and any(k.startswith("skip_unit.") for k in missing):
-                    return "with_skip=True needs self.skip_unit, a residual conv unit for the skip input"
+                    return "with_skip=True needs skip_unit, a residual conv unit for the skip input"
                 if any(k.startswith("out_conv") for k, *_ in mismatched):
-                    return "out_conv is a 1x1 Conv2d(dim, dim)"
-                return ("attributes: skip_unit and unit (residual conv units with conv1, conv2) and out_conv "
-                        "(1x1 conv)")
+                    return "out_conv mixes the channels of each pixel, dim -> dim (look at its kernel size)"
+                return ("the check loads skip_unit and unit (residual conv units with conv1, conv2) and out_conv "
+                        "by name")
             self.weights_loaded(case, results, 3 * k, 3 * k + 1, hint=hint,
                                 bias_note="DUSt3R's fusion convs have a bias")
             got = self.value(case, results, 3 * k + 2)
             self.unchanged(results, 3 * k + 2, "your block modified its inputs in place (an in-place ReLU in a "
-                                               "residual unit?); DUSt3R's ReLU is not in place")
+                                               "residual unit?): the skip connections need the original inputs")
             self.compare(got, want, label=f"output (with_skip={with_skip})", dims="(B, D, 2h, 2w)",
                          result=results[3 * k + 2],
-                         shape_hints={(B, D, h, w): "missing the x2 upsample (bilinear, align_corners=True)"},
+                         shape_hints={(B, D, h, w): "missing the x2 upsample: a block doubles h and w",
+                                      (B, D, 4 * h, 4 * w): "you upsampled twice: a block doubles h and w once"},
                          candidates=fusion_candidates(ref, *args) if with_skip else fusion_candidates(ref, args[0], None))
-        return ("with and without skip on a 3x5 map: x + skip_unit(skip) -> unit -> x2 bilinear (align_corners=True) "
-                "-> out_conv")
+        return "with and without skip on a 3x5 map: skip unit, add, unit, x2 bilinear (corners pinned), out_conv"
 
 
 def standin_blocks(D: int, g: torch.Generator) -> list:
@@ -222,59 +232,99 @@ def standin_blocks(D: int, g: torch.Generator) -> list:
              "a": None if i == 3 else round(0.3 + 0.4 * float(torch.rand(1, generator=g)), 4)} for i in range(4)]
 
 
-def wiring(levels, fusion, crop=lambda p, s: p[..., :s[0], :s[1]], swap=False):
-    """The coarse-to-fine path with another crop, or path and level swapped (for the known mistakes)."""
-    path = crop(fusion[3](levels[3]), levels[2].shape[-2:])
-    for i in (2, 1, 0):
-        path = fusion[i](levels[i], path) if swap else fusion[i](path, levels[i])
+def wiring(levels, fusion, crop=lambda p, s: p[..., :s[0], :s[1]], swap=False, blocks=(3, 2, 1, 0)):
+    """The coarse-to-fine path with another crop, path and level swapped, or other blocks for the levels
+    3, 2, 1, 0 (``blocks``), for the known mistakes."""
+    path = crop(fusion[blocks[0]](levels[3]), levels[2].shape[-2:])
+    for b, i in zip(blocks[1:], (2, 1, 0)):
+        path = fusion[b](levels[i], path) if swap else fusion[b](path, levels[i])
     return path
+
+
+CROP_MISTAKES = (   # (diagnosis, crop(path, (h, w)))
+    ("you kept the bottom-right of the coarse path; DUSt3R keeps the top-left and drops the last rows and columns",
+     lambda p, s: p[..., p.shape[-2] - s[0]:, p.shape[-1] - s[1]:]),
+    ("you dropped the first row(s) of the coarse path; DUSt3R drops the last ones (lecture 04, section 3: which "
+     "row has no counterpart in the level)", lambda p, s: p[..., p.shape[-2] - s[0]:, :s[1]]),
+    ("you dropped the first column(s) of the coarse path; DUSt3R drops the last ones",
+     lambda p, s: p[..., :s[0], p.shape[-1] - s[1]:]),
+    ("you resized the coarse path to the level's size (interpolation) instead of cropping it: DUSt3R's block "
+     "doubles, then the crop drops what has no counterpart — resizing moves every sample (lecture 04, 'Why not "
+     "upsample straight to the right size?')", lambda p, s: up(p, True, size=s)),
+    ("you resized the coarse path to the level's size (interpolation) instead of cropping it: DUSt3R's block "
+     "doubles, then the crop drops what has no counterpart", lambda p, s: up(p, False, size=s)),
+    ("you resized the coarse path to the level's size (nearest neighbour) instead of cropping it: on this "
+     "pyramid it picks other rows than the top-left crop", lambda p, s: up(p, mode="nearest", size=s)),
+)
+SHAPES_RE = re.compile(r"path (\([\d, ]+\)) and the skip (\([\d, ]+\))")
 
 
 class FusePyramid(Check):
     """``student(levels, fusion)``: coarse-to-fine fusion of 4 levels with the odd-grid crop.
 
-    ``fusion`` holds stand-in blocks (``probe.StandInBlock``): the wiring is what is tested.
+    ``fusion`` holds stand-in blocks (``probe.StandInBlock``): the wiring is what is tested, on an
+    even and an odd patch grid and on a pyramid whose coarsest level has a cell too many each way
+    (there a nearest resize of the path differs from the top-left crop; on a real pyramid it does not).
     """
 
     name = "fuse_pyramid"
     forbidden = ("dptlearn.fusion",)
-    B, D, GRIDS = 2, 4, ((4, 6), (3, 5))
+    B, D = 2, 4
+    PYRAMIDS = ((4, 6, 0), (3, 5, 0), (4, 6, 1))   # (nh, nw, extra cells of the coarsest level)
+
+    @staticmethod
+    def label(nh, nw, extra):
+        return f"a {nh}x{nw} grid" + (f" whose coarsest level has {extra} cell too many each way" if extra else "")
 
     def make_case(self, seed):
         blocks = standin_blocks(self.D, generator(self.name, seed, 0))
         fusion = probe.build_standin("fusion_blocks", blocks)
         plan, runs = [], []
-        for k, (nh, nw) in enumerate(self.GRIDS):
-            sizes = [(4 * nh, 4 * nw), (2 * nh, 2 * nw), (nh, nw), (math.ceil(nh / 2), math.ceil(nw / 2))]
+        for k, (nh, nw, extra) in enumerate(self.PYRAMIDS):
+            sizes = [(4 * nh, 4 * nw), (2 * nh, 2 * nw), (nh, nw),
+                     (math.ceil(nh / 2) + extra, math.ceil(nw / 2) + extra)]
             g = generator(self.name, seed, 1 + k)
             levels = [torch.randn(self.B, self.D, *s, generator=g) for s in sizes]
-            plan.append(call(levels, standin("fusion_blocks", blocks), what=f"fuse_pyramid on a {nh}x{nw} grid"))
-            runs.append((nh, nw, levels, ref_fusion.fuse_pyramid(levels, fusion)))
+            plan.append(call(levels, standin("fusion_blocks", blocks),
+                             what=f"fuse_pyramid on {self.label(nh, nw, extra)}"))
+            runs.append((nh, nw, extra, levels, ref_fusion.fuse_pyramid(levels, fusion)))
         return Case(plan, {"fusion": fusion, "runs": runs})
+
+    def raised(self, r, nh, nw, extra, levels):
+        """Name the mistake behind an exception a stand-in block raised (or report the learner's own)."""
+        message, where = r.get("message", ""), self.label(nh, nw, extra)
+        if "expects a skip input" in message:
+            self.fail(f"on {where} you called a block that has a skip unit with the path alone: only fusion[3], the "
+                      f"coarsest block, takes its level alone — the blocks are indexed like the levels, finest first")
+        if "expects no skip input" in message:
+            self.fail(f"on {where} you gave fusion[3] a skip input: the coarsest block has no skip unit and takes "
+                      f"levels[3] alone")
+        m = SHAPES_RE.search(message)
+        if m:
+            path, skip = (tuple(int(n) for n in re.findall(r"\d+", t)) for t in (m[1], m[2]))
+            doubled = tuple(2 * n for n in levels[3].shape[-2:])
+            if path[-2:] == doubled and skip[-2:] == tuple(levels[2].shape[-2:]):
+                c = levels[3].shape[-2:]
+                self.fail(f"missing crop on odd grids: on {where} the coarsest level has {c[0]}x{c[1]} cells, "
+                          f"fusion[3] doubles that to {doubled[0]}x{doubled[1]}, larger than the {nh}x{nw} level "
+                          f"it must meet next — the path needs cutting down to that level's size first")
+            self.fail(f"on {where} a block got a path of size {path[-2:]} and a level of size {skip[-2:]}: run the "
+                      f"blocks coarse to fine, so that each block's doubled output meets the next level at its size")
+        self.fail(f"your code raised {r['raised']} on {where}: {message}")
 
     def verify(self, case, results):
         fusion = case.data["fusion"]
-        for i, (nh, nw, levels, want) in enumerate(case.data["runs"]):
+        for i, (nh, nw, extra, levels, want) in enumerate(case.data["runs"]):
             r = results[i]
             if r.get("raised") not in (None, "NotImplementedError"):
-                c = levels[3].shape[-2:]
-                if (nh % 2 or nw % 2) and "same shape" in r.get("message", ""):
-                    self.fail(f"missing crop on odd grids: on a {nh}x{nw} grid the coarsest level has {c[0]}x{c[1]} "
-                              f"cells, fusion[3] doubles that to {2 * c[0]}x{2 * c[1]}, which must be cropped "
-                              f"(top-left) to {nh}x{nw} before fusion[2] ({r['raised']}: {r.get('message')})")
-                self.fail(f"your code raised {r['raised']} on a {nh}x{nw} grid: {r.get('message')} — go coarse to "
-                          f"fine: fusion[3](levels[3]) alone, then fusion[2](path, levels[2]), fusion[1](path, "
-                          f"levels[1]), fusion[0](path, levels[0])")
+                self.raised(r, nh, nw, extra, levels)
             got = self.value(case, results, i)
-            self.compare(got, want, label=f"fused map for a {nh}x{nw} grid", dims="(B, D, 8nh, 8nw)", result=r,
-                         candidates=[
-                             ("you kept the bottom-right of the coarse path; DUSt3R crops to the top-left: "
-                              "path[..., :h, :w]", lambda: wiring(levels, fusion, lambda p, s: p[..., -s[0]:, -s[1]:])),
-                             ("you resized the coarse path (interpolation) instead of cropping it: DUSt3R slices "
-                              "path[..., :h, :w]", lambda: wiring(levels, fusion, lambda p, s: up(p, True, size=s))),
-                             ("you resized the coarse path (interpolation) instead of cropping it: DUSt3R slices "
-                              "path[..., :h, :w]", lambda: wiring(levels, fusion, lambda p, s: up(p, False, size=s))),
-                             ("path and level swapped: a block takes the path first, then its pyramid level as the "
-                              "skip — fusion[i](path, levels[i])", lambda: wiring(levels, fusion, swap=True)),
-                         ])
-        return "even 4x6 and odd 3x5 grids, crop after fusion[3]"
+            cands = [(msg, lambda crop=crop: wiring(levels, fusion, crop)) for msg, crop in CROP_MISTAKES]
+            cands += [("path and level swapped: a block takes the path as x and its pyramid level as skip (only the "
+                       "level goes through skip_unit)", lambda: wiring(levels, fusion, swap=True)),
+                      ("blocks indexed coarsest-first: fusion[i] belongs with levels[i] (both lists run finest "
+                       "first), so after fusion[3] come fusion[2], fusion[1], fusion[0]",
+                       lambda: wiring(levels, fusion, blocks=(3, 0, 1, 2)))]
+            self.compare(got, want, label=f"fused map for {self.label(nh, nw, extra)}", dims="(B, D, 8nh, 8nw)",
+                         result=r, candidates=cands)
+        return "even 4x6 and odd 3x5 grids and a pyramid with a surplus coarsest level; top-left crop after fusion[3]"

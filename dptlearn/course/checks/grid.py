@@ -36,7 +36,7 @@ class PatchGrid(Check):
                 continue
             if got == want[::-1]:
                 self.fail(f"patch_grid({size}, {p}): expected (nh, nw) = {want}, got {got} — nh and nw swapped: "
-                          f"image_size is (H, W) (rows first), so nh = H // p and nw = W // p")
+                          f"image_size is (H, W), rows first, and nh counts rows")
             self.fail(f"patch_grid({size}, {p}): expected (nh, nw) = {want}, got {got}")
         for i, (size, p) in enumerate(case.data["bad"], start=len(sizes)):
             self.expect_value_error(case, results, i, f"{size[0] if size[0] % p else size[1]} is not a multiple "
@@ -71,12 +71,11 @@ class TokensToGrid(Check):
                                       (B, nh, nw, C): "channels last: move C to dim 1 — (B, C, nh, nw)",
                                       (B, nw, nh, C): "channels last and nh/nw swapped: (B, C, nh, nw)"},
                          candidates=[
-                             ("reshape instead of rearrange: tokens.reshape(B, C, nh, nw) reinterprets the memory "
-                              "of a (B, N, C) tensor and mixes channels with positions; move the channel axis first "
-                              "(rearrange(tokens, 'b (nh nw) c -> b c nh nw', nh=nh, nw=nw))",
-                              lambda: t.reshape(B, C, nh, nw)),
-                             ("swapped nh/nw in the pattern: tokens are row-major (row index slow, column fast), so "
-                              "the pattern is 'b (nh nw) c', not 'b (nw nh) c'",
+                             ("reshape instead of moving the channel axis: a reshape of (B, N, C) to (B, C, nh, nw) "
+                              "keeps the memory order and mixes channels with positions (lecture 02 shows it on a "
+                              "readable tensor)", lambda: t.reshape(B, C, nh, nw)),
+                             ("rows and columns swapped in the split of N: tokens are row-major (the row index "
+                              "varies slowest), and in an einops group the slowest axis comes first",
                               lambda: rearrange(t, "b (nw nh) c -> b c nh nw", nh=nh, nw=nw)),
                          ])
         return "3x5, 4x2 and 1x6 grids, B=2, C=4; row-major order"
@@ -109,11 +108,11 @@ class GridToTokens(Check):
                          shape_hints={(B, C, N): "got (B, C, N): the channel axis must come last — (B, N, C)",
                                       (B, C, nh, nw): "still a grid: flatten the two spatial axes into N"},
                          candidates=[
-                             ("reshape instead of rearrange: grid.reshape(B, N, C) reinterprets the (B, C, nh, nw) "
-                              "memory and mixes channels with positions; use rearrange(grid, 'b c nh nw -> b (nh nw) "
-                              "c')", lambda: g.reshape(B, N, C)),
-                             ("swapped nh/nw: flatten row-major, '(nh nw)', so token k is at row k // nw, column "
-                              "k % nw", lambda: rearrange(g, "b c nh nw -> b (nw nh) c")),
+                             ("reshape instead of moving the channel axis: a reshape of (B, C, nh, nw) to "
+                              "(B, N, C) keeps the memory order and mixes channels with positions",
+                              lambda: g.reshape(B, N, C)),
+                             ("rows and columns swapped when merging: token k must come from row k // nw, column "
+                              "k % nw (row-major)", lambda: rearrange(g, "b c nh nw -> b (nw nh) c")),
                          ])
         back = self.value(case, results, len(case.data["grids"]))
         if not same_tensor(back, case.data["t"]):

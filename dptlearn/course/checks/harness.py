@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -34,14 +35,17 @@ INF = math.inf
 RTOL, ATOL = 1e-3, 1e-5   # relative to the largest reference value; float32 round-off is ~1e-6
 REFERENCE_ERROR = "ReferenceUseError"   # what the grading sandbox's stubs of the head raise
 
-ALIGN_MSG = ("align_corners is False: DUSt3R upsamples with align_corners=True "
-             "(F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=True))")
-NEAREST_MSG = "nearest-neighbour upsampling: DUSt3R upsamples bilinearly with align_corners=True"
+ALIGN_MSG = ("align_corners is False: DUSt3R's weights were trained with bilinear upsampling that pins the "
+             "corners (align_corners=True; lecture 04, section 2, shows where the two conventions sample)")
+NEAREST_MSG = ("nearest-neighbour upsampling: DUSt3R upsamples bilinearly, corners pinned (align_corners=True); "
+               "look at the upsampling mode")
+WRAP = 100   # the width of a failed check's message in a notebook
 
 EXCEPTION_HINTS = (
-    ("view size is not compatible", "`.view()` needs contiguous memory: after a permute/transpose use "
-                                    "`.reshape()` or `einops.rearrange`"),
-    ("Kernel size can't be greater than actual input size", "the 3x3 convs need padding=1 to keep the map size"),
+    ("view size is not compatible", "`.view()` needs contiguous memory, and a permute/transpose leaves it "
+                                    "strided: `.reshape()` or `einops.rearrange` copy when they must"),
+    ("Kernel size can't be greater than actual input size", "a 3x3 conv without padding shrinks the map by 2 "
+                                                            "cells per conv: which padding keeps the size?"),
     ("stack expects each tensor to be equal size", "the hooked layers have different widths (the encoder output "
                                                    "is wider than the decoder's), so they cannot be stacked: "
                                                    "return a list"),
@@ -54,11 +58,17 @@ class CheckFailed(AssertionError):
     """A check's verdict against the learner's answer; ``flags`` says why in machine terms.
 
     ``"reference"`` in ``flags``: the answer used dptlearn's reference for the exercise.
+    An ``AssertionError`` for pytest and nbval; in IPython (``_render_traceback_``) the verdict is
+    shown alone, without a traceback into the check's own code.
     """
 
     def __init__(self, name: str, message: str, flags: Iterable[str] = ()):
         super().__init__(f"{name}: {message}")
         self.flags = frozenset(flags)
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows for a failed check: ``✗ <name>: <message>``, wrapped, and nothing else."""
+        return textwrap.wrap(f"✗ {self}", WRAP, subsequent_indent="    ", break_on_hyphens=False) or ["✗"]
 
 
 @dataclass
@@ -221,7 +231,8 @@ class Check:
             self.fail(f"not implemented yet — {what} raised NotImplementedError" + (f" ({message})" if message else "")
                       + ": replace the stub with your code")
         hint = hint or next((h for pat, h in EXCEPTION_HINTS if pat in message), None)
-        self.fail(f"{what} raised {kind}: {message}" + (f" — hint: {hint}" if hint else ""))
+        self.fail(f"{what} raised {kind}: {message}" + (f" — hint: {hint}" if hint else "")
+                  + " (run it yourself in a cell to see the line)")
 
     def expect_value_error(self, case: Case, results: list, i: int, why: str,
                            returned: Callable[[Any], str] = repr, tail: str = "") -> None:

@@ -22,6 +22,8 @@ def head_variant(ref, x, align=True, mode="bilinear", relu="refine", order="redu
         return conv(p, F.relu(conv(f, conv(r, up(x, align, mode), 1), 1)), 0)
     if order == "refine_first":
         return conv(p, up(F.relu(conv(f, conv(r, x, 1), 1)), align, mode), 0)
+    if order == "relu_up_swapped":      # ReLU where the upsample goes and the upsample where the ReLU goes
+        return conv(p, up(conv(f, F.relu(conv(r, x, 1)), 1), align, mode), 0)
     y = conv(r, x, 1)
     if relu == "after_reduce_too":
         y = F.relu(y)
@@ -38,6 +40,8 @@ def head_candidates(ref, x):
             ("missing ReLU between refine and predict", v(relu="none")),
             ("ReLU after reduce: DUSt3R's head has a single ReLU, after refine (head.3)", v(relu="after_reduce_too")),
             ("ReLU after predict: the raw output must stay signed (the post-processing maps it)", v(relu="also_predict")),
+            ("ReLU and upsample swapped: the upsample follows reduce (head.1) and the ReLU follows refine (head.3)",
+             v(order="relu_up_swapped")),
             ("the x2 upsample comes right after reduce (head.1), before refine", v(order="refine_first")),
             ("the x2 upsample comes after reduce (head.1), not before it", v(order="up_first"))]
 
@@ -64,19 +68,19 @@ class RegressionHeadCheck(Check):
         def hint(missing, unexpected, mismatched):
             keys = [k for k, *_ in mismatched]
             if "reduce.weight" in keys:
-                return "reduce is a 3x3 conv that halves the channels: feature_dim -> feature_dim // 2 (padding=1)"
+                return "reduce halves the channels before the upsample (lecture 05, section 1)"
             if "refine.weight" in keys:
-                return "refine is a 3x3 conv feature_dim // 2 -> last_dim (padding=1)"
+                return "refine takes reduce's output width to last_dim"
             if "predict.weight" in keys:
-                return "predict is a 1x1 conv last_dim -> out_channels"
-            return "attributes: reduce (3x3), refine (3x3), predict (1x1), all with bias"
+                return "predict looks at one pixel at a time and gives out_channels numbers"
+            return "the check loads reduce, refine and predict by name, each with a bias"
         self.weights_loaded(case, results, 0, 1, hint=hint, bias_note="the head's three convs have a bias")
         got = self.value(case, results, 2)
         self.compare(got, case.data["want"], label="raw output", dims="(B, out_channels, 2h, 2w)", result=results[2],
-                     shape_hints={(self.B, self.OUT, self.H, self.W): "missing the x2 upsample (bilinear, "
-                                                                      "align_corners=True)"},
+                     shape_hints={(self.B, self.OUT, self.H, self.W): "missing the x2 upsample",
+                                  (self.B, self.OUT, 4 * self.H, 4 * self.W): "you upsampled twice"},
                      candidates=head_candidates(case.data["ref"], case.data["x"]))
-        return "reduce -> x2 bilinear (align_corners=True) -> refine -> ReLU -> predict, on a 3x5 map"
+        return "reduce -> x2 bilinear (corners pinned) -> refine -> ReLU -> predict, on a 3x5 map"
 
 
 class HeadSequential(RegressionHeadCheck):
@@ -101,16 +105,15 @@ class HeadSequential(RegressionHeadCheck):
             self.fail(f"expected 5 layers (0 reduce conv, 1 upsample, 2 refine conv, 3 ReLU, 4 predict conv), "
                       f"got {len(rec['children'])}: {rec['children']}")
         self.weights_loaded(case, results, 0, 1, hint=lambda m, u, s: (
-            "the convs must sit at indices 0, 2, 4 (DUSt3R's keys head.0, head.2, head.4); index 1 is the "
-            "parameter-free upsampling layer (e.g. nn.Upsample(scale_factor=2, mode='bilinear', "
-            "align_corners=True)) and index 3 the ReLU"))
+            "the convs must sit at indices 0, 2, 4 (DUSt3R's keys head.0, head.2, head.4); indices 1 and 3 are "
+            "the layers without weights: torch.nn has a module for the upsample too"))
         got = self.value(case, results, 2)
         ref, x = case.data["ref"], case.data["x"]
         self.compare(got, case.data["want"], label="raw output", dims="(B, out_channels, 2h, 2w)", result=results[2],
                      shape_hints={(self.B, self.OUT, self.H, self.W): "index 1 must upsample x2"},
                      candidates=[(ALIGN_MSG + " — nn.Upsample's default is align_corners=False",
                                   lambda: head_variant(ref, x, align=False)),
-                                 (NEAREST_MSG + " (nn.Upsample defaults to mode='nearest')",
+                                 (NEAREST_MSG + " (nn.Upsample's default mode is 'nearest')",
                                   lambda: head_variant(ref, x, mode="nearest"))] + head_candidates(ref, x)[1:])
         return "nn.Sequential with convs at 0, 2, 4 loads DUSt3R-style head.0/2/4 weights; output matches"
 
@@ -127,16 +130,19 @@ def depth_variant(xyz, kind):
 
 
 class DepthActivation(Check):
-    """``student(xyz, mode)`` for modes ('linear'|'square'|'exp', -inf, inf): keep direction, remap length."""
+    """``student(xyz, mode)`` for modes ('linear'|'square'|'exp', -inf, inf): keep direction, remap length;
+    ValueError for finite bounds (DUSt3R asserts vmin = -inf and vmax = inf)."""
 
     name = "depth_activation"
     forbidden = ("dptlearn.postprocess",)
     MODES = ("exp", "square", "linear")
+    BOUNDED = (("exp", 0, 10), ("linear", -INF, 5.0))
 
     def make_case(self, seed):
         xyz = torch.randn(2, 3, 5, 3, generator=generator(self.name, seed, 0))
         xyz[0, 0, 0] = 0.0                                   # a zero vector: stays at the camera centre
         plan = [call(xyz, (m, -INF, INF), what=f"depth_activation(xyz, {(m, -INF, INF)})") for m in self.MODES]
+        plan += [call(xyz, mode, what=f"depth_activation(xyz, {mode})") for mode in self.BOUNDED]
         return Case(plan, {"xyz": xyz})
 
     def verify(self, case, results):
@@ -146,30 +152,32 @@ class DepthActivation(Check):
             self.unchanged(results, i, "you modified xyz in place; return a new tensor")
             v = lambda k: (lambda: depth_variant(xyz, k))  # noqa: E731
             cands = [
-                ("NaN at the zero vector (0/0): clamp the norm before dividing, d.clamp(min=1e-8)", v("no_clamp")),
-                ("norm over the wrong axis: the vectors are the last dimension (..., 3), norm(dim=-1, keepdim=True)",
-                 v("norm_dim1")),
+                ("NaN at the zero vector (0/0): the card says what to divide by instead of d", v("no_clamp")),
+                ("norm over the wrong axis: each vector is the last dimension (..., 3)", v("norm_dim1")),
             ]
             if mode_name == "exp":
-                cands = [("exp instead of expm1: the length must become e^d − 1 (torch.expm1), so a zero vector "
-                          "stays at the camera centre", v("exp")),
+                cands = [("exp instead of expm1 (e^d − 1): a zero vector must stay at the camera centre, and near 0 "
+                          "exp(d) − 1 loses its digits (lecture 05: why expm1)", v("exp")),
                          ("you applied exp to each coordinate; DUSt3R keeps the vector's direction and remaps its "
-                          "length: xyz / d * expm1(d) with d = |xyz|", v("elementwise_exp")),
+                          "length d = |v|", v("elementwise_exp")),
                          ("you applied expm1 to each coordinate; DUSt3R keeps the vector's direction and remaps "
-                          "its length: xyz / d * expm1(d) with d = |xyz|", v("elementwise_expm1")),
+                          "its length d = |v|", v("elementwise_expm1")),
                          ("you used the 'square' formula for 'exp'", v("exp_of_square"))] + cands
             elif mode_name == "square":
                 cands = [("you squared each coordinate (that loses the sign); DUSt3R keeps the direction and "
-                          "squares the length: xyz / d * d^2", v("elementwise_square")),
-                         ("you squared each coordinate keeping its sign; DUSt3R squares the vector's length: "
-                          "xyz / d * d^2 = xyz * d", v("sq_elementwise_sign")),
+                          "squares the length", v("elementwise_square")),
+                         ("you squared each coordinate keeping its sign; DUSt3R squares the vector's length",
+                          v("sq_elementwise_sign")),
                          ("'square' returned xyz unchanged (that is 'linear')", v("square_as_linear"))] + cands
             else:
                 cands = [("'linear' must return xyz unchanged", lambda: xyz)]
             self.compare(got, ref_post.depth_activation(xyz, (mode_name, -INF, INF)), label=f"mode {mode_name!r}",
                          dims="(..., 3)", result=results[i],
                          shape_hints={(2, 3, 5, 1): "return the vectors (..., 3), not their lengths"}, candidates=cands)
-        return "modes 'exp', 'square', 'linear' incl. a zero vector"
+        for i, mode in enumerate(self.BOUNDED, start=len(self.MODES)):
+            self.expect_value_error(case, results, i, "DUSt3R's depth modes accept only vmin = -inf, vmax = inf",
+                                    returned=lambda v: f"a {self.kind(v)}")
+        return "modes 'exp', 'square', 'linear' incl. a zero vector; ValueError for finite bounds"
 
 
 class ConfActivation(Check):
@@ -190,18 +198,22 @@ class ConfActivation(Check):
             kind, vmin, vmax = mode
             got = self.value(case, results, i)
             cands = {"exp": [
-                ("wrong confidence offset: DUSt3R's confidence is vmin + e^x (with ('exp', 1, inf): 1 + e^x, "
-                 "always > 1)", lambda: e),
-                ("clip e^x at vmax - vmin: vmin + exp(x).clamp(max=vmax - vmin)", lambda: vmin + e),
-                ("wrong confidence offset: use vmin from the mode tuple, not a hard-coded 1", lambda: 1 + e),
-                ("wrong confidence offset: vmin + e^x, not vmin * e^x", lambda: vmin * e),
-                ("clip e^x at vmax - vmin (the result then stays <= vmax), not at vmax",
+                ("wrong confidence offset: without vmin added the confidence can fall below vmin (DUSt3R's "
+                 "('exp', 1, inf) keeps it above 1)", lambda: e),
+                ("the result exceeds vmax: clip e^x so that the confidence stays within [vmin, vmax]",
+                 lambda: vmin + e),
+                ("wrong confidence offset: read vmin from the mode tuple, not a hard-coded 1", lambda: 1 + e),
+                ("wrong confidence offset: vmin is added, not multiplied", lambda: vmin * e),
+                ("clipped at the wrong value: the result exceeds vmax (clip what is added to vmin)",
                  lambda: vmin + e.clamp(max=vmax)),
-                ("you used expm1; the confidence is vmin + e^x", lambda: vmin + torch.expm1(x).clamp(max=vmax - vmin)),
+                ("you used expm1; the confidence is vmin plus e^x itself",
+                 lambda: vmin + torch.expm1(x).clamp(max=vmax - vmin)),
             ], "sigmoid": [
-                ("scale the sigmoid to [vmin, vmax]: (vmax - vmin) * sigmoid(x) + vmin", lambda: s),
-                ("scale the sigmoid by (vmax - vmin): (vmax - vmin) * sigmoid(x) + vmin", lambda: s + vmin),
-                ("the scale is (vmax - vmin), not vmax: (vmax - vmin) * sigmoid(x) + vmin", lambda: vmax * s + vmin),
+                ("the sigmoid must be stretched and shifted to span [vmin, vmax]", lambda: s),
+                ("the sigmoid is shifted but not stretched: it must span [vmin, vmax], a width of vmax - vmin",
+                 lambda: s + vmin),
+                ("the sigmoid spans [vmin, vmin + vmax]: stretch it by the width of the interval, not by vmax",
+                 lambda: vmax * s + vmin),
                 ("you used exp for the 'sigmoid' mode", lambda: vmin + e.clamp(max=vmax - vmin)),
             ]}[kind]
             self.compare(got, ref_post.conf_activation(x, mode), label=f"mode {mode}", dims="(B, H, W)",
@@ -230,26 +242,27 @@ class Postprocess(Check):
         got = self.mapping(self.value(case, results, 0), {"pts3d", "conf"}, "return a dict with keys 'pts3d' and 'conf'")
         da, ca = ref_post.depth_activation, ref_post.conf_activation
         self.compare(got["pts3d"], want["pts3d"], label="pts3d", dims="(B, H, W, 3)", result=results[0],
-                     shape_hints={(B, 3, H, W): "channels last: permute the raw map (B, C, H, W) -> (B, H, W, C) "
-                                                "first"},
+                     shape_hints={(B, 3, H, W): "channels last: the point map is (B, H, W, 3)"},
                      candidates=[
-                         ("reshape instead of permute: raw.reshape(B, H, W, C) scrambles channels and pixels; use "
-                          "raw.permute(0, 2, 3, 1)", lambda: da(raw.reshape(B, H, W, 4)[..., :3], dm)),
-                         ("channel order: the raw channels are x, y, z, conf — pts3d is channels 0:3",
+                         ("reshape instead of moving the channel axis: a reshape to (B, H, W, C) keeps the memory "
+                          "order and scrambles channels and pixels (lecture 05, section 4)",
+                          lambda: da(raw.reshape(B, H, W, 4)[..., :3], dm)),
+                         ("channel order: the raw channels are x, y, z, conf — pts3d comes from the first three",
                           lambda: da(raw.permute(0, 2, 3, 1)[..., 1:4], dm)),
-                         ("pts3d must go through the depth activation (mode 'exp': xyz / d * expm1(d))",
+                         ("pts3d must go through the depth activation of depth_mode",
                           lambda: raw.permute(0, 2, 3, 1)[..., :3]),
                      ])
         self.compare(got["conf"], want["conf"], label="conf", dims="(B, H, W)", result=results[0],
-                     shape_hints={(B, H, W, 1): "conf has no channel dimension: take fmap[..., 3], not fmap[..., 3:]",
+                     shape_hints={(B, H, W, 1): "conf has no channel dimension: a slice keeps the axis, an integer "
+                                                "index drops it",
                                   (B, 1, H, W): "channels last and no channel dimension: conf is (B, H, W)"},
                      candidates=[
-                         ("reshape instead of permute: raw.reshape(B, H, W, C) scrambles channels and pixels; use "
-                          "raw.permute(0, 2, 3, 1)", lambda: ca(raw.reshape(B, H, W, 4)[..., 3], cm)),
-                         ("channel order: the raw channels are x, y, z, conf — conf is the last channel, 3",
+                         ("reshape instead of moving the channel axis: a reshape to (B, H, W, C) keeps the memory "
+                          "order and scrambles channels and pixels (lecture 05, section 4)",
+                          lambda: ca(raw.reshape(B, H, W, 4)[..., 3], cm)),
+                         ("channel order: the raw channels are x, y, z, conf — conf is the last channel",
                           lambda: ca(raw[:, 0], cm)),
-                         ("conf must go through the confidence activation (mode ('exp', 1, inf): 1 + e^x)",
-                          lambda: raw[:, 3]),
+                         ("conf must go through the confidence activation of conf_mode", lambda: raw[:, 3]),
                      ])
         got = self.value(case, results, 1, hint="with conf_mode=None the raw map has 3 channels (x, y, z) and no "
                                                 "confidence: return only {'pts3d': ...}")

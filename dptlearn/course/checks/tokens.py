@@ -36,16 +36,17 @@ class HookIndices(Check):
                 continue
             known = [
                 ([0, 4, 6, 8], "[0, 4, 6, 8] are the hooks of CroCo's default 8-block decoder (which DUSt3R "
-                               "rejects); compute them from dec_depth: [0, 2L//4, 3L//4, L]"),
-                ([2, 5, 8, 11], "[2, 5, 8, 11] are the original DPT's hooks on a 12-block ViT-B; DUSt3R's are "
-                                "[0, 2L//4, 3L//4, L] over [encoder_out, dec_1, ..., dec_L]"),
+                               "rejects): the hooks must follow dec_depth"),
+                ([2, 5, 8, 11], "[2, 5, 8, 11] are the original DPT's hooks on a 12-block ViT-B; DUSt3R reads "
+                                "the encoder output and three points of its decoder, from dec_depth (lecture 01, "
+                                "section 4)"),
                 ([0, 2 * L // 4, 3 * L // 4, L - 1], "off by one: the head gets [encoder_out, dec_1, ..., dec_L] "
                                                     "(L + 1 entries), so the last decoder block is index L, not L - 1"),
                 ([0, 2 * L // 4 - 1, 3 * L // 4 - 1, L - 1], "off by one: index 0 is the encoder output, so "
                                                             "decoder block k sits at index k — do not subtract 1"),
                 ([L // 4, 2 * L // 4, 3 * L // 4, L], "the first hook is index 0 (the encoder's output), not L//4"),
-                ([0, 2 * (L // 4), 3 * (L // 4), L], "rounding: compute 2L//4 and 3L//4 (multiply first, then "
-                                                    "floor-divide); 2*(L//4) differs when L is not a multiple of 4"),
+                ([0, 2 * (L // 4), 3 * (L // 4), L], "rounding: you floor-divided before multiplying, which "
+                                                    "lands early when L is not a multiple of 4"),
             ]
             diag = next((msg for k, msg in known if got == k), None)
             self.fail(f"dec_depth={L}: expected {want}, got {got}" + (f" — {diag}" if diag else ""))
@@ -120,14 +121,14 @@ class ApplyReadout(Check):
             self.unchanged(results, i, "you modified the input x in place; return a new tensor")
             pre, pat = x[:, :n_prefix], x[:, n_prefix:]
             self.compare(got, want, label=f"mode {mode!r}, n_prefix={n_prefix}", dims="(B, N, C)", result=results[i],
-                         shape_hints={(B, N + n_prefix, C): "the prefix tokens are still there: drop x[:, :n_prefix]",
+                         shape_hints={(B, N + n_prefix, C): "the prefix tokens are still there: the output has only "
+                                                            "the N patch tokens",
                                       (B, N - n_prefix, C): "you dropped too many tokens"},
                          candidates=[
-                             ("you dropped the last n_prefix tokens; the prefix (CLS/register) tokens come first: "
-                              "x[:, n_prefix:]",
+                             ("you dropped the last n_prefix tokens; the prefix (CLS/register) tokens come first",
                               lambda: x[:, :-n_prefix] + (pre.mean(1, keepdim=True) if mode == "add" else 0)),
-                             ("you dropped the last n_prefix tokens; the prefix (CLS/register) tokens come first: "
-                              "x[:, n_prefix:]", lambda: x[:, :-n_prefix]),
+                             ("you dropped the last n_prefix tokens; the prefix (CLS/register) tokens come first",
+                              lambda: x[:, :-n_prefix]),
                              ("mode 'add' must add the readout (mean of the prefix tokens) to every patch token; "
                               "you only dropped them", lambda: pat),
                              ("you summed the prefix tokens; the readout is their mean",
@@ -164,8 +165,9 @@ class ReadoutProjectCheck(Check):
     def verify(self, case, results):
         B, N, C = self.B, self.N, self.C
         self.weights_loaded(case, results, 0, 1, bias_note="nn.Linear has a bias by default",
-                            hint=lambda m, u, s: "the attribute must be `project = nn.Sequential(nn.Linear(2 * dim, "
-                                                 "dim), nn.GELU())` (keys project.0.weight, project.0.bias)")
+                            hint=lambda m, u, s: "the check loads the Linear's weights as project.0.weight and "
+                                                 "project.0.bias: an attribute `project` whose first layer maps "
+                                                 "2*dim -> dim")
         got = self.value(case, results, 2)
         x, w, b = case.data["x"], case.data["w"], case.data["b"]
         self.compare(got, case.data["want"], label="output", dims="(B, N, C)", result=results[2],
@@ -177,7 +179,7 @@ class ReadoutProjectCheck(Check):
                           "first)", lambda: _readout_project(x, w, b, order="readout_first")),
                          ("missing GELU after the Linear layer", lambda: _readout_project(x, w, b, act="none")),
                          ("ReLU where DPT uses GELU", lambda: _readout_project(x, w, b, act="relu")),
-                         ("you used the last token as the readout; the readout (CLS) token is the first one, x[:, 0]",
+                         ("you used the last token as the readout; the readout (CLS) token is the first one",
                           lambda: _readout_project(x, w, b, readout_index=N)),
                      ])
         return "Linear(2C -> C) + GELU on [patches, readout], weights loaded into project.0"
