@@ -36,10 +36,15 @@ browser-deps:
 sandbox-deps:
 	@bash scripts/install_bwrap.sh || echo "warning: bubblewrap could not be installed; the grader will run without a sandbox and the hostile-submission tests will be skipped"
 
+# JUnit XML of both runs goes to test-reports/ (CI uploads it; .github/workflows/test.yml).
+REPORTS := test-reports
+
 test: install browser-deps sandbox-deps
-	$(BIN)/python -m pytest tests
+	mkdir -p $(REPORTS)
+	$(BIN)/python -m pytest tests --junitxml=$(REPORTS)/pytest.xml
 	$(BIN)/python -m pytest -p no:python --nbval --nbval-current-env \
-	    --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300 notebooks solutions
+	    --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300 notebooks solutions \
+	    --junitxml=$(REPORTS)/nbval.xml
 
 test-fast: install
 	$(BIN)/python -m pytest tests -m "not browser and not slow"
@@ -65,4 +70,4 @@ grade-bench: install
 	$(BIN)/python scripts/bench_grade.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache artifacts
+	rm -rf $(VENV) build *.egg-info .pytest_cache artifacts $(REPORTS)
