@@ -332,10 +332,12 @@ class Check:
             parts = [f"missing parameters {missing}"] if missing else []
             parts += [f"unexpected parameters {unexpected}"] if unexpected else []
             parts += [f"{k}: expected shape {want}, got {have}" for k, want, have in mismatched]
+            if specific:        # the diagnosis first, then only what differs
+                self.fail(f"{specific} — your module's parameters differ: " + "; ".join(parts))
             table = (f" (expected { {k: list(v.shape) for k, v in ref_state.items()} })"
                      if len(ref_state) <= 8 else "")
-            self.fail((f"{specific} — " if specific else "") + "your module's parameters do not match the names "
-                      f"and shapes the exercise prescribes{table}: " + "; ".join(parts))
+            self.fail("your module's parameters do not match the names and shapes the exercise prescribes"
+                      f"{table}: " + "; ".join(parts))
         r = results[i_load]
         if "raised" in r:
             self.fail(f"loading the reference weights into your module failed: {r['raised']}: {r.get('message', '')}")
