@@ -75,12 +75,18 @@ def conf_activation(x: torch.Tensor, mode: Sequence) -> torch.Tensor:
 
 
 def postprocess(raw: torch.Tensor, depth_mode: Sequence, conf_mode: Sequence | None) -> dict[str, torch.Tensor]:
-    """``(B, 3 [+1], H, W)`` -> ``{'pts3d': (B, H, W, 3), 'conf': (B, H, W)}`` (channels last)."""
+    """``(B, 3 [+1], H, W)`` -> ``{'pts3d': (B, H, W, 3), 'conf': (B, H, W)}`` (channels last).
+
+    A bfloat16 or float16 map is activated in float32 and rounded back to its dtype once at the
+    end: ``exp`` multiplies an error in ``d`` by about ``d``, so the activations must not add
+    rounding errors of their own (in bfloat16 they would double the error of ``pts3d``).
+    """
     want = 3 if conf_mode is None else 4
     if raw.ndim != 4 or raw.shape[1] != want:
         raise ValueError(f"postprocess expects a raw map (B, {want}, H, W), got {tuple(raw.shape)}")
     fmap = raw.permute(0, 2, 3, 1)                               # (B, H, W, C)
+    fmap = fmap.to(torch.promote_types(fmap.dtype, torch.float32))
     out = {"pts3d": depth_activation(fmap[..., 0:3], depth_mode)}  # (B, H, W, 3)
     if conf_mode is not None:
         out["conf"] = conf_activation(fmap[..., 3], conf_mode)   # (B, H, W)
-    return out
+    return {k: v.to(raw.dtype) for k, v in out.items()}
