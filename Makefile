@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dptlearn-installed
 PORT   ?= 8888
 
-.PHONY: install lab my-work test test-fast notebooks exercises bench train-bench grade-bench browser-deps sandbox-deps clean
+.PHONY: install lab my-work test test-gpu test-fast notebooks exercises bench train-bench grade-bench browser-deps sandbox-deps clean
 
 # Reinstall only when the pins, the package metadata or the lab settings change.
 $(STAMP): requirements.txt pyproject.toml jupyter/overrides.json
@@ -45,6 +45,21 @@ test: install browser-deps sandbox-deps
 	$(BIN)/python -m pytest -p no:python --nbval --nbval-current-env \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300 notebooks solutions \
 	    --junitxml=$(REPORTS)/nbval.xml
+
+# The optional GPU path, on a machine with an NVIDIA GPU and a CUDA build of torch (README, "Device"):
+# the CUDA-marked tests (the device-parametrised tests on cuda, the solutions graded with --device
+# cuda at full marks), then nbval of notebooks/ and solutions/ on cuda against the stored CPU outputs.
+# NVIDIA_TF32_OVERRIDE=0 keeps cuBLAS/cuDNN in full float32 (no TF32), so outputs differ from the
+# CPU's only by round-off, which tests/nbval_sanitize_gpu.cfg (appended to the CPU rules) absorbs.
+# Without CUDA it stops at once, before any test, and says so.
+test-gpu: install
+	@$(BIN)/python -c 'import sys, torch; torch.cuda.is_available() or sys.exit("make test-gpu: no CUDA device: torch " + torch.__version__ + " says torch.cuda.is_available() is False. This target needs an NVIDIA GPU and a CUDA build of torch; on the CPU run make test.")'
+	mkdir -p $(REPORTS)
+	$(BIN)/python -m pytest tests -m cuda --junitxml=$(REPORTS)/gpu-pytest.xml
+	cat tests/nbval_sanitize.cfg tests/nbval_sanitize_gpu.cfg > $(REPORTS)/nbval_sanitize_cuda.cfg
+	DPTLEARN_DEVICE=cuda NVIDIA_TF32_OVERRIDE=0 $(BIN)/python -m pytest -p no:python --nbval \
+	    --nbval-current-env --nbval-sanitize-with $(REPORTS)/nbval_sanitize_cuda.cfg \
+	    --nbval-cell-timeout 300 notebooks solutions --junitxml=$(REPORTS)/gpu-nbval.xml
 
 test-fast: install
 	$(BIN)/python -m pytest tests -m "not browser and not slow"
