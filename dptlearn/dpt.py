@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .fused import FastPath, set_fast_inference
-from .fusion import FusionBlock, fuse_pyramid
+from .fusion import ODD_GRIDS, FusionBlock, fuse_pyramid, fuse_pyramid_uncropped
 from .grid import check_image_size, patch_grid, positive_int, tokens_to_grid
 from .head import RegressionHead
 from .reassemble import Reassemble
@@ -53,12 +53,18 @@ class DPTHead(FastPath, nn.Module):
         num_channels: output channels (3 for xyz, +1 for confidence).
         num_layers: exact length of the token list, if fixed (DUSt3R: dec_depth + 1).
         readout: None (no prefix tokens), or a readout mode with ``n_prefix`` tokens.
+        odd_grid: what fusion does when a side of the patch grid is odd: ``'crop'`` (DUSt3R),
+            ``'resize_skip'`` (transformers' DPT) or ``'upsample_to_level'`` (Depth Anything V2);
+            see ``fusion.fuse_pyramid_uncropped``.
+        head_scale: the head's upsampling factor (default ``patch_size / 8``: back to (H, W)).
+        head_activation: ``None`` (DUSt3R), ``'relu'`` or ``'sigmoid'`` after the head's last conv.
     """
 
     def __init__(self, dim_tokens: Sequence[int], hooks: Sequence[int], patch_size: int = 16,
                  layer_dims: Sequence[int] = (96, 192, 384, 768), feature_dim: int = 256,
                  last_dim: int = 128, num_channels: int = 4, num_layers: int | None = None,
-                 readout: str | None = None, n_prefix: int = 0):
+                 readout: str | None = None, n_prefix: int = 0, odd_grid: str = "crop",
+                 head_scale: float | None = None, head_activation: str | None = None):
         super().__init__()
         for name, seq in (("dim_tokens", dim_tokens), ("hooks", hooks), ("layer_dims", layer_dims)):
             if len(seq) != 4:
@@ -70,17 +76,21 @@ class DPTHead(FastPath, nn.Module):
         positive_int("patch_size", patch_size)
         if readout is None and n_prefix:
             raise ValueError(f"n_prefix={n_prefix} prefix tokens need a readout mode ('ignore', 'add' or 'project')")
+        if odd_grid not in ODD_GRIDS:
+            raise ValueError(f"odd_grid must be one of {ODD_GRIDS}, got {odd_grid!r}")
         self._fast_inference = True
         self.dim_tokens, self.hooks = tuple(dim_tokens), tuple(hooks)
         self.patch_size, self.num_layers, self.num_channels = patch_size, num_layers, num_channels
-        self.feature_dim = feature_dim
+        self.feature_dim, self.odd_grid = feature_dim, odd_grid
         self.n_prefix = n_prefix if readout is not None else 0
         self.readout = (nn.ModuleList(Readout(readout, c, n_prefix) for c in dim_tokens)
                         if readout is not None else None)
         self.to_grid = TokensToGrid()
         self.reassemble = Reassemble(dim_tokens, layer_dims, feature_dim)
-        self.fusion = nn.ModuleList(FusionBlock(feature_dim, with_skip=i < 3) for i in range(4))
-        self.head = RegressionHead(feature_dim, last_dim, num_channels, scale=patch_size / 8)
+        self.fusion = nn.ModuleList(FusionBlock(feature_dim, with_skip=i < 3, resize_skip=odd_grid == "resize_skip")
+                                    for i in range(4))
+        self.head = RegressionHead(feature_dim, last_dim, num_channels, scale=head_scale or patch_size / 8,
+                                   activation=head_activation)
 
     @property
     def fast_inference(self) -> bool:
@@ -148,5 +158,8 @@ class DPTHead(FastPath, nn.Module):
         if self.use_fast_path():
             grids = [g.contiguous(memory_format=torch.channels_last) for g in grids]
         levels = self.reassemble(grids)          # (B, D, 4nh, 4nw), (.., 2nh, 2nw), (.., nh, nw), (.., ceil(nh/2), ..)
-        path = fuse_pyramid(levels, self.fusion)                         # (B, D, 8nh, 8nw)
+        if self.odd_grid == "crop":
+            path = fuse_pyramid(levels, self.fusion)                     # (B, D, 8nh, 8nw)
+        else:
+            path = fuse_pyramid_uncropped(levels, self.fusion, self.odd_grid)  # (B, D, 8nh | 16*ceil(nh/2), ..)
         return self.head(path)                   # (B, num_channels, H, W); channels-last on the fast path

@@ -34,13 +34,18 @@ class Upsample(nn.Module):
 
     With ``align_corners=True`` only the input and output sizes matter: ``scale=1.75`` on
     ``8n`` rows gives exactly ``14n`` rows (the head's last step for 14-pixel patches).
+    ``size``, when set, asks for exactly ``(h, w)`` instead: Depth Anything V2's coarsest
+    fusion block on an odd grid (``fuse_pyramid_uncropped`` sets it for one call).
     """
 
     def __init__(self, scale: float = 2.0):
         super().__init__()
         self.scale = scale
+        self.size: tuple[int, int] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size is not None:
+            return F.interpolate(x, size=self.size, mode="bilinear", align_corners=True)  # (B, C, *size)
         return F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=True)  # (B, C, s*h, s*w)
 
     def extra_repr(self) -> str:
@@ -71,11 +76,14 @@ class FusionBlock(FastPath, nn.Module):
     """Fuse the coarser path ``x`` with a pyramid level ``skip``, refine, upsample x2.
 
     ``x, skip: (B, D, h, w) -> (B, D, 2h, 2w)``. With ``with_skip=False`` (the coarsest
-    level) the block takes ``x`` alone.
+    level) the block takes ``x`` alone. ``resize_skip=True`` is transformers' DPT: a skip
+    whose size differs from the path's is resized to it (bilinear, ``align_corners=False``)
+    instead of being an error; DUSt3R crops the path beforehand instead (``crop_to``).
     """
 
-    def __init__(self, dim: int, with_skip: bool = True):
+    def __init__(self, dim: int, with_skip: bool = True, resize_skip: bool = False):
         super().__init__()
+        self.resize_skip = resize_skip
         self.skip_unit = ResidualConvUnit(dim) if with_skip else None
         self.unit = ResidualConvUnit(dim)
         self.upsample = Upsample()
@@ -83,6 +91,8 @@ class FusionBlock(FastPath, nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         self.check_inputs(x, skip)
+        if skip is not None and self.resize_skip and skip.shape[-2:] != x.shape[-2:]:
+            skip = F.interpolate(skip, size=x.shape[-2:], mode="bilinear", align_corners=False)  # (B, D, h, w)
         out = x if skip is None else x + self.skip_unit(skip)  # (B, D, h, w)
         out = self.unit(out)                   # (B, D, h, w)
         if self.use_fast_path():
@@ -96,7 +106,8 @@ class FusionBlock(FastPath, nn.Module):
         if (skip is None) != (self.skip_unit is None):
             want = "a skip input" if self.skip_unit is not None else "no skip input (coarsest level)"
             raise ValueError(f"this FusionBlock expects {want}, got skip={'None' if skip is None else 'a tensor'}")
-        if skip is not None and skip.shape != x.shape:
+        resizable = self.resize_skip and skip is not None and skip.shape[:2] == x.shape[:2]
+        if skip is not None and skip.shape != x.shape and not resizable:
             raise ValueError(f"FusionBlock: the path {tuple(x.shape)} and the skip {tuple(skip.shape)} must "
                              f"have the same shape (B, D, h, w); an odd grid needs crop_to() on the path")
 
@@ -126,4 +137,35 @@ def fuse_pyramid(levels: Sequence[torch.Tensor], fusion: Sequence[nn.Module]) ->
     path = crop_to(path, levels[2].shape[-2:])      # (B, D, nh, nw)
     for i in (2, 1, 0):
         path = fusion[i](path, levels[i])           # (B, D, 2nh, 2nw) -> (4nh, 4nw) -> (8nh, 8nw)
+    return path
+
+
+ODD_GRIDS = ("crop", "resize_skip", "upsample_to_level")
+
+
+def fuse_pyramid_uncropped(levels: Sequence[torch.Tensor], fusion: Sequence[nn.Module], odd_grid: str) -> torch.Tensor:
+    """``fuse_pyramid`` without DUSt3R's crop: the two other answers to an odd patch grid.
+
+    - ``resize_skip`` (transformers' DPT): nothing is cut; each finer block resizes its level to the
+      larger path (its blocks are built with ``resize_skip=True``), so on an odd side the map ends
+      one coarsest cell larger: ``(B, D, 16*ceil(nh/2), ...)`` instead of ``(B, D, 8nh, ...)``.
+    - ``upsample_to_level`` (Depth Anything V2): the coarsest block upsamples straight to the 1/16
+      level's size (``ceil(nh/2) -> nh`` rows, not ``-> 2*ceil(nh/2)``); every later step is an
+      exact doubling, so the map is ``(B, D, 8nh, 8nw)`` as with the crop, with other values.
+    On an even grid all three give the same numbers.
+    """
+    if odd_grid not in ODD_GRIDS[1:]:
+        raise ValueError(f"fuse_pyramid_uncropped: odd_grid must be one of {ODD_GRIDS[1:]}, got {odd_grid!r} "
+                         f"(DUSt3R's 'crop' is fuse_pyramid)")
+    if len(levels) != 4 or len(fusion) != 4:
+        raise ValueError(f"fuse_pyramid needs 4 levels and 4 fusion blocks, got {len(levels)} and {len(fusion)}")
+    coarsest = fusion[3]
+    if odd_grid == "upsample_to_level":
+        coarsest.upsample.size = tuple(levels[2].shape[-2:])   # set for this call only
+    try:
+        path = coarsest(levels[3])                  # (B, D, nh, nw) | (B, D, 2*ceil(nh/2), 2*ceil(nw/2))
+    finally:
+        coarsest.upsample.size = None
+    for i in (2, 1, 0):
+        path = fusion[i](path, levels[i])           # x2 each: (B, D, 8nh, 8nw) | (B, D, 16*ceil(nh/2), ...)
     return path

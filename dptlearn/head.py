@@ -6,6 +6,8 @@
     refine   3x3 conv  D/2 -> last_dim   (B, last_dim, H, W)
     ReLU
     predict  1x1 conv  last_dim -> out   (B, out, H, W)   out = 3 (+1 for confidence)
+    (activation)                         DUSt3R: none (postprocess.py does it); DPT: ReLU;
+                                         Depth Anything V2: ReLU (relative) or sigmoid (metric)
 """
 from __future__ import annotations
 
@@ -16,14 +18,23 @@ from torch import nn
 from .fused import FastPath, conv_relu
 from .fusion import Upsample
 
+HEAD_ACTIVATIONS = (None, "relu", "sigmoid")
+
 
 class RegressionHead(FastPath, nn.Module):
-    """``(B, feature_dim, h, w) -> (B, out_channels, scale*h, scale*w)``: raw per-pixel predictions."""
+    """``(B, feature_dim, h, w) -> (B, out_channels, scale*h, scale*w)``: raw per-pixel predictions.
 
-    def __init__(self, feature_dim: int, last_dim: int, out_channels: int, scale: float = 2.0):
+    ``activation``: ``None`` (DUSt3R: raw values), ``'relu'`` or ``'sigmoid'`` after the last conv.
+    """
+
+    def __init__(self, feature_dim: int, last_dim: int, out_channels: int, scale: float = 2.0,
+                 activation: str | None = None):
         super().__init__()
         if feature_dim % 2:
             raise ValueError(f"feature_dim must be even (the head halves it), got {feature_dim}")
+        if activation not in HEAD_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {HEAD_ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
         self.reduce = nn.Conv2d(feature_dim, feature_dim // 2, kernel_size=3, padding=1)
         self.upsample = Upsample(scale)
         self.refine = nn.Conv2d(feature_dim // 2, last_dim, kernel_size=3, padding=1)
@@ -36,4 +47,10 @@ class RegressionHead(FastPath, nn.Module):
             x = conv_relu(self.refine, x)      # the same, in one kernel
         else:
             x = F.relu(self.refine(x))         # (B, last_dim, 2h, 2w)
-        return self.predict(x)                 # (B, out_channels, 2h, 2w)
+        x = self.predict(x)                    # (B, out_channels, 2h, 2w)
+        if self.activation == "relu":
+            return F.relu(x)
+        return torch.sigmoid(x) if self.activation == "sigmoid" else x
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation!r}" if self.activation else ""
