@@ -81,6 +81,15 @@ bench: install
 train-bench: install
 	$(BIN)/python scripts/train_bench.py
 
+# The shipped checkpoint dptlearn/train/weights/tiny_dust3r.pt (+ .sha256): seeded, 1 thread (see the README).
+.PHONY: pretrain eval-pretrained
+pretrain: install
+	$(BIN)/python scripts/pretrain.py
+
+# Held-out scenes (seed 20000); the last line is {"absrel", "delta1", "absrel_conf50"}.
+eval-pretrained: install
+	$(BIN)/python scripts/eval_pretrained.py
+
 grade-bench: install
 	$(BIN)/python scripts/bench_grade.py
 

@@ -29,7 +29,7 @@ MODEL = TinyDUSt3RConfig(patch_size=16, two_heads=False)
 RUN = dict(height=64, width=96, train_scenes=768, test_scenes=64, steps=820, batch_size=16, lr=4e-3,
            loss="conf", seed=0, test_seed=10_000, threads=2,
            # optimiser / schedule (see dptlearn.train.loop.train and lr_factor)
-           warmup=20, final_lr=0.0, schedule="cosine", weight_decay=0.05, clip=1.0, ema=0.0)
+           warmup=20, final_lr=0.0, schedule="cosine", weight_decay=0.05, clip=1.0, ema=0.0, augment=0)
 
 
 def to_cli(value):
@@ -85,7 +85,7 @@ def main(argv: list[str]) -> int:
     print("[3/4] training", flush=True)
     hist = train(model, train_data, steps=a.steps, batch_size=a.batch_size, lr=a.lr, loss=a.loss, seed=a.seed,
                  log_every=max(1, a.steps // 20), warmup=a.warmup, final_lr=a.final_lr, schedule=a.schedule,
-                 weight_decay=a.weight_decay, clip=a.clip, ema=a.ema)
+                 weight_decay=a.weight_decay, clip=a.clip, ema=a.ema, augment=bool(a.augment))
     print(f"      loss {hist['loss'][0]:.4f} -> {hist['loss'][-1]:.4f} in {hist['seconds']:.1f}s "
           f"({1000 * hist['seconds'] / a.steps:.0f} ms/step)", flush=True)
 

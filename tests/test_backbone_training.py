@@ -216,3 +216,38 @@ def test_train_options_are_deterministic_and_ema_applies(scenes):
     assert any((pa - pc).abs().max() > 0 for pa, pc in zip(a.parameters(), c.parameters()))
     with pytest.raises(ValueError, match="ema"):
         run(ema=1.0)
+
+
+def test_absrel_conf50_follows_the_confidence_ranking():
+    gt = torch.ones(2, 1, 5)
+    pred = torch.tensor([[[1.0, 1.0, 2.0, 2.0, 9.0]], [[1.0, 1.5, 1.5, 1.0, 1.0]]])
+    m = torch.tensor([[[True, True, True, True, False]], [[True] * 5]])  # the 9.0 is invalid
+    # relative errors, no alignment: image 0 [0, 0, 1, 1] -> 0.5; image 1 [0, .5, .5, 0, 0] -> 0.2; mean 0.35
+    perfect = torch.tensor([[[4.0, 3.0, 2.0, 1.0, 99.0]], [[5.0, 1.0, 2.0, 4.0, 3.0]]])  # most confident = exact
+    inverse = torch.tensor([[[1.0, 2.0, 3.0, 4.0, 99.0]], [[1.0, 5.0, 4.0, 2.0, 3.0]]])  # most confident = worst
+    good = depth_metrics(pred, gt, m, align="none", conf=perfect)
+    bad = depth_metrics(pred, gt, m, align="none", conf=inverse)
+    assert good["absrel"] == bad["absrel"] == pytest.approx(0.35)
+    assert good["absrel_conf50"] == pytest.approx(0.0)
+    # image 0: top 2 of 4 -> [1, 1] -> 1.0; image 1: top ceil(5/2) = 3 -> [.5, .5, 0] -> 1/3; mean 2/3
+    assert bad["absrel_conf50"] == pytest.approx((1.0 + 1 / 3) / 2)
+    assert "absrel_conf50" not in depth_metrics(pred, gt, m, align="none")
+    with pytest.raises(ValueError, match="conf of shape"):
+        depth_metrics(pred, gt, m, conf=perfect[:1])
+
+
+def test_train_augment_and_callback(scenes):
+    seen = []
+
+    def run(**kw):
+        torch.manual_seed(0)
+        model = TinyDUSt3R(**SMALL, two_heads=True, device="cpu")
+        return model, train(model, scenes, steps=4, batch_size=2, lr=3e-3, warmup=1, log_every=2, progress=False, **kw)
+    _, plain = run()
+    a, ha = run(augment=True, ema=0.5, callback=lambda step, w: seen.append((step, [t.clone() for t in w])))
+    _, hb = run(augment=True, ema=0.5)
+    assert ha["loss"] == hb["loss"] and ha["loss"] != plain["loss"]  # seeded, and the batches did change
+    assert [s for s, _ in seen] == [2, 4]
+    # the weights handed to the callback at the last step are the EMA weights train() leaves in the model
+    for p, w in zip([p for p in a.parameters() if p.requires_grad], seen[-1][1]):
+        torch.testing.assert_close(p, w, atol=0, rtol=0)

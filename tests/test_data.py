@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from dptlearn.train.data import (Primitive, SyntheticScenes, backproject, intrinsics, render, rigid, rotation,
-                                 transform_points)
+from dptlearn.train.data import (Primitive, SyntheticScenes, augment, backproject, flip_views, intrinsics, render,
+                                 rigid, rotation, swap_views, transform_points)
 
 H, W = 24, 32
 F = 30.0
@@ -138,3 +138,44 @@ def test_bad_inputs_raise():
         backproject(np.ones((2, 2)), torch.eye(3))
     with pytest.raises(ValueError, match=r"\(\.\.\., 3, 3\)"):
         backproject(torch.ones(2, 2), torch.eye(4))
+
+
+def test_swap_views_exchanges_cameras_and_inverts_the_pose(batch):
+    s = swap_views(batch)
+    for a, b in [("img1", "img2"), ("depth1", "depth2"), ("pts1", "pts2"), ("mask1", "mask2")]:
+        assert torch.equal(s[a], batch[b]) and torch.equal(s[b], batch[a])
+    # the new pose maps the new view 2 (old view 1) into the new camera 1 (old camera 2): T_new @ T_old = I
+    torch.testing.assert_close(s["pose_2to1"] @ batch["pose_2to1"], torch.eye(4).expand(6, 4, 4), atol=1e-5, rtol=0)
+    expect = transform_points(s["pose_2to1"], s["pts2"]) * s["mask2"][..., None]
+    torch.testing.assert_close(s["pts2_in_1"], expect, atol=1e-5, rtol=1e-5)
+    back = swap_views(s)
+    torch.testing.assert_close(back["pts2_in_1"], batch["pts2_in_1"], atol=1e-5, rtol=1e-5)
+
+
+def test_flip_views_mirrors_pixels_and_x(batch):
+    f = flip_views(batch)
+    assert torch.equal(f["img1"][..., 5], batch["img1"][..., 48 - 1 - 5])  # column j <- column W-1-j
+    assert torch.equal(f["depth2"][:, :, 0], batch["depth2"][:, :, -1])
+    torch.testing.assert_close(f["pts1"][:, :, 3, 0], -batch["pts1"][:, :, 48 - 1 - 3, 0])
+    torch.testing.assert_close(f["pts1"][:, :, 3, 1:], batch["pts1"][:, :, 48 - 1 - 3, 1:])
+    # still a consistent pinhole scene: depth back-projects to the point map, the pose maps view 2 into view 1
+    torch.testing.assert_close(backproject(f["depth1"], f["K"]), f["pts1"], atol=1e-4, rtol=1e-5)
+    expect = transform_points(f["pose_2to1"], f["pts2"]) * f["mask2"][..., None]
+    torch.testing.assert_close(f["pts2_in_1"], expect, atol=1e-5, rtol=1e-5)
+    R = f["pose_2to1"][:, :3, :3]
+    assert torch.allclose(torch.linalg.det(R), torch.ones(6), atol=1e-5)  # still a rotation, not a reflection
+
+
+def test_augment_is_seeded_and_mixes_per_scene(batch):
+    a = augment(batch, torch.Generator().manual_seed(3))
+    b = augment(batch, torch.Generator().manual_seed(3))
+    assert all(torch.equal(a[k], b[k]) for k in batch)
+    # every scene is one of the four variants of itself
+    variants = [batch, swap_views(batch), flip_views(batch), flip_views(swap_views(batch))]
+    kinds = []
+    for i in range(6):
+        hits = [j for j, v in enumerate(variants) if torch.equal(a["img1"][i], v["img1"][i])
+                and torch.allclose(a["pts2_in_1"][i], v["pts2_in_1"][i], atol=1e-5)]
+        assert hits, f"scene {i} is no variant of itself"
+        kinds.append(hits[0])
+    assert len(set(kinds)) > 1  # drawn per scene, not once per batch

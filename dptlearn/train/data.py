@@ -270,6 +270,55 @@ class SyntheticScenes:
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}  # (B, ...)
 
 
+# ----------------------------------------------------------------------------- augmentation
+
+
+def swap_views(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same scenes with the views exchanged: view 2 becomes the reference camera.
+
+    pts2_in_1 of the result is the old view 1's point map in the old camera 2's frame (X2 = R^T (X1 - t)),
+    and pose_2to1 the inverse transform; everything else is swapped pairwise.
+    """
+    R, t = batch["pose_2to1"][:, :3, :3], batch["pose_2to1"][:, :3, 3]  # (B, 3, 3), (B, 3)
+    inv = torch.zeros_like(batch["pose_2to1"])  # (B, 4, 4)
+    inv[:, :3, :3], inv[:, 3, 3] = R.transpose(1, 2), 1.0
+    inv[:, :3, 3] = -(R.transpose(1, 2) @ t[..., None])[..., 0]  # (B, 3): -R^T t
+    out = dict(batch)
+    for a, b in [("img1", "img2"), ("depth1", "depth2"), ("pts1", "pts2"), ("mask1", "mask2")]:
+        out[a], out[b] = batch[b], batch[a]
+    out["pts2_in_1"] = transform_points(inv, batch["pts1"]) * batch["mask1"][..., None]  # (B, H, W, 3)
+    out["pose_2to1"] = inv
+    return out
+
+
+def flip_views(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Both views mirrored left-right: a valid scene of a mirrored world with the same K.
+
+    Column j goes to W-1-j and, because the principal point is the image centre, x goes to -x in both
+    camera frames; the pose becomes S T S with S = diag(-1, 1, 1, 1).
+    """
+    S = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0], dtype=batch["pose_2to1"].dtype))  # (4, 4)
+    sx = torch.tensor([-1.0, 1.0, 1.0])  # (3,)
+    out = dict(batch)
+    for k in ("img1", "img2", "depth1", "depth2", "mask1", "mask2"):
+        out[k] = batch[k].flip(-1)  # (B, 3, H, W) or (B, H, W): flip W
+    for k in ("pts1", "pts2", "pts2_in_1"):
+        out[k] = batch[k].flip(-2) * sx.to(batch[k])  # (B, H, W, 3): flip W, negate x
+    out["pose_2to1"] = S @ batch["pose_2to1"] @ S  # (B, 4, 4)
+    return out
+
+
+def augment(batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Per scene, with probability 1/2 each (drawn from `generator`): exchange the views, mirror left-right."""
+    B = batch["img1"].shape[0]
+    out = batch
+    for op in (swap_views, flip_views):
+        pick = torch.rand(B, generator=generator) < 0.5  # (B,)
+        changed = op(out)
+        out = {k: torch.where(pick.view(-1, *[1] * (v.dim() - 1)), changed[k], v) for k, v in out.items()}
+    return out
+
+
 def _check_size(image_size) -> tuple[int, int]:
     if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
             or not all(isinstance(s, int) and s > 0 for s in image_size)):

@@ -15,6 +15,7 @@ import torch
 
 from ..device import get_device
 from .backbone import TinyDUSt3R, TinyDUSt3RConfig
+from .data import augment as augment_batch
 from .losses import conf_regression_loss, l1_depth_loss
 
 
@@ -34,25 +35,37 @@ class ProgressBar:
             print(file=self.file, flush=True)
 
 
-def depth_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, align: str = "median") -> dict[str, float]:
+def depth_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, align: str = "median",
+                  conf: torch.Tensor | None = None) -> dict[str, float]:
     """AbsRel = mean |d - d*| / d* and delta1 = share of max(d/d*, d*/d) < 1.25, over valid pixels,
     computed per image and averaged. align='median' first rescales each prediction by
-    median(gt) / median(pred) (for up-to-scale predictions); align='none' compares as is."""
+    median(gt) / median(pred) (for up-to-scale predictions); align='none' compares as is.
+    With `conf` (B, H, W) also 'absrel_conf50': AbsRel over the most confident half (ceil(n/2)) of each image's
+    valid pixels, after the same alignment, averaged over images like AbsRel."""
     if not (pred.shape == gt.shape == mask.shape) or pred.dim() != 3:
         raise ValueError(f"expected pred, gt, mask of one shape (B, H, W), got {tuple(pred.shape)}, "
                          f"{tuple(gt.shape)}, {tuple(mask.shape)}")
+    if conf is not None and conf.shape != pred.shape:
+        raise ValueError(f"expected conf of shape {tuple(pred.shape)}, got {tuple(conf.shape)}")
     if align not in ("median", "none"):
         raise ValueError(f"expected align 'median' or 'none', got {align!r}")
-    absrel, delta1 = [], []
-    for p, g, m in zip(pred, gt, mask):
+    absrel, delta1, absrel_conf50 = [], [], []
+    for b, (p, g, m) in enumerate(zip(pred, gt, mask)):
         p, g = p[m].clamp(min=1e-6), g[m]  # (n,) each
         if g.numel() == 0:
             continue
         if align == "median":
             p = p * (g.median() / p.median())
-        absrel.append(((p - g).abs() / g).mean())
+        rel = (p - g).abs() / g  # (n,)
+        absrel.append(rel.mean())
         delta1.append((torch.maximum(p / g, g / p) < 1.25).float().mean())
-    return {"absrel": torch.stack(absrel).mean().item(), "delta1": torch.stack(delta1).mean().item()}
+        if conf is not None:
+            top = conf[b][m].topk((rel.numel() + 1) // 2).indices  # (ceil(n/2),) most confident valid pixels
+            absrel_conf50.append(rel[top].mean())
+    out = {"absrel": torch.stack(absrel).mean().item(), "delta1": torch.stack(delta1).mean().item()}
+    if conf is not None:
+        out["absrel_conf50"] = torch.stack(absrel_conf50).mean().item()
+    return out
 
 
 def compute_loss(model: TinyDUSt3R, batch: dict[str, torch.Tensor], loss: str = "conf",
@@ -87,10 +100,14 @@ def lr_factor(step: int, steps: int, warmup: int = 20, final: float = 0.0, shape
 def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_size: int = 16, lr: float = 2e-3,
           weight_decay: float = 0.05, warmup: int = 20, loss: str = "conf", alpha: float = 0.2, seed: int = 0,
           log_every: int = 10, progress: bool = True, final_lr: float = 0.0, schedule: str = "cosine",
-          clip: float = 1.0, ema: float = 0.0, betas: tuple[float, float] = (0.9, 0.95)) -> dict[str, list[float]]:
+          clip: float = 1.0, ema: float = 0.0, betas: tuple[float, float] = (0.9, 0.95),
+          augment: bool = False, callback=None) -> dict[str, list[float]]:
     """AdamW with linear warm-up and cosine decay (see `lr_factor`; `final_lr` is the end multiplier, `schedule`
     'cosine' or 'linear'). `clip` > 0 clips the gradient norm; `ema` > 0 keeps an exponential moving average of
-    the weights (decay `ema`, bias-corrected) and copies it into the model at the end. Returns
+    the weights (decay `ema`, bias-corrected) and copies it into the model at the end. `augment` exchanges the
+    views and mirrors each drawn scene with probability 1/2 each (`dptlearn.train.data.augment`). `callback(step, weights)`,
+    if given, runs after every logged step with the current weights (the EMA average if `ema` > 0, else the
+    parameters themselves), one tensor per trainable parameter in `model.parameters()` order. Returns
     {'step': [...], 'loss': [...]} (every log_every steps, each entry the mean loss since the previous one)
     plus 'seconds'."""
     if steps < 1 or batch_size < 1:
@@ -110,7 +127,10 @@ def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_si
     model.train()
     for step in range(1, steps + 1):
         idx = torch.randint(0, n, (batch_size,), generator=gen)  # (B,)
-        batch = {k: v[idx].to(device) for k, v in data.items()}
+        batch = {k: v[idx] for k, v in data.items()}
+        if augment:
+            batch = augment_batch(batch, gen)
+        batch = {k: v.to(device) for k, v in batch.items()}
         value, _ = compute_loss(model, batch, loss, alpha)
         opt.zero_grad(set_to_none=True)
         value.backward()
@@ -129,6 +149,8 @@ def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_si
             running = []
             if bar:
                 bar.update(step, loss=history["loss"][-1])
+            if callback is not None:
+                callback(step, avg if avg is not None else params)
     if avg is not None:
         with torch.no_grad():
             for p, a in zip(params, avg):
@@ -152,9 +174,9 @@ def predict(model: TinyDUSt3R, data: dict[str, torch.Tensor], batch_size: int = 
 
 
 def evaluate(model: TinyDUSt3R, data: dict[str, torch.Tensor], align: str = "median") -> dict[str, float]:
-    """Held-out depth metrics of view 1 (see `depth_metrics`)."""
+    """Held-out depth metrics of view 1, confidence-ranked AbsRel included (see `depth_metrics`)."""
     pred = predict(model, data)
-    return depth_metrics(pred["depth"], data["depth1"], data["mask1"], align)
+    return depth_metrics(pred["depth"], data["depth1"], data["mask1"], align, conf=pred["conf"])
 
 
 def save_checkpoint(path, model: TinyDUSt3R, history: dict | None = None) -> None:

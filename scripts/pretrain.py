@@ -1,0 +1,95 @@
+"""Pretrain the course's tiny two-view DUSt3R (both heads) and write the checkpoint the package ships (``make pretrain``).
+
+Same model as notebook 08 (TinyDUSt3RConfig with 16-pixel patches, two DPT heads), trained with dptlearn's
+own code: seeded synthetic scenes (seed 0, scenes 0..train_scenes-1; evaluation uses other seeds),
+DUSt3R's confidence-aware loss over both views, views exchanged and mirrored at random (seeded), AdamW with
+warm-up then a constant learning rate, and an exponential moving average (EMA) of the weights as the result,
+one torch thread. The schedule does not depend on the total number of steps, so the EMA weights after step N
+are the same whether the run stops at N or goes on: every `checkpoint_every` steps they are written to
+artifacts/pretrain/step_N.pt in the shipped format (a stopped run still leaves a model, and
+`--steps N` reproduces it). At the end they are written as float16 to dptlearn/train/weights/tiny_dust3r.pt
+with its SHA-256 next to it, and the wall and CPU time are printed.
+
+Usage: python scripts/pretrain.py [--steps N] [--out PATH] ...   (see --help; defaults = the shipped checkpoint)
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from dptlearn.train.backbone import TinyDUSt3R, TinyDUSt3RConfig
+from dptlearn.train.data import SyntheticScenes
+from dptlearn.train.loop import evaluate, train
+from dptlearn.train.pretrained import WEIGHTS, save_pretrained
+
+MODEL = TinyDUSt3RConfig(patch_size=16, two_heads=True)  # notebook 08's model
+RUN = dict(height=64, width=96, train_scenes=4096, seed=0, steps=4500, batch_size=16, lr=2e-3, warmup=100,
+           final_lr=1.0, weight_decay=0.05, clip=1.0, ema=0.999, augment=1, threads=1, checkpoint_every=250,
+           check_seed=30_000, check_scenes=16)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for k, v in RUN.items():
+        p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
+    p.add_argument("--out", default=str(WEIGHTS), help="final checkpoint (its .sha256 is written next to it)")
+    p.add_argument("--work", default="artifacts/pretrain", help="folder for the periodic checkpoint latest.pt")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    a = parse(argv)
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    size = (a.height, a.width)
+    print(f"pretrain: {a.height}x{a.width}, {a.train_scenes} scenes (seed {a.seed}), {a.steps} steps x batch "
+          f"{a.batch_size}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)", flush=True)
+    train_data = SyntheticScenes(a.train_scenes, size, seed=a.seed).batch(range(a.train_scenes))
+    check_data = SyntheticScenes(a.check_scenes, size, seed=a.check_seed).batch(range(a.check_scenes))
+    print(f"rendered in {time.perf_counter() - wall0:.0f}s", flush=True)
+
+    model = TinyDUSt3R(MODEL, device="cpu")
+    meta = {"recipe": {k: getattr(a, k) for k in RUN}, "torch": str(torch.__version__)}
+    work = Path(a.work)
+
+    def write(path: Path, weights: list[torch.Tensor], step: int, **extra) -> str:
+        """Save `weights` (rounded to float16, as stored) with a check on held-out scenes in the meta."""
+        snapshot = copy.deepcopy(model)
+        with torch.no_grad():
+            for p, w in zip([p for p in snapshot.parameters() if p.requires_grad], weights):
+                p.copy_(w.half().float())  # the numbers the file will hold
+        check = evaluate(snapshot, check_data)
+        info = {**meta, "steps_done": step, "weights": "EMA" if a.ema else "raw",
+                "wall_seconds": round(time.perf_counter() - wall0), "cpu_seconds": round(time.process_time() - cpu0),
+                "check": {"seed": a.check_seed, "scenes": a.check_scenes, **{k: round(v, 6) for k, v in check.items()}},
+                **extra}
+        digest = save_pretrained(path, snapshot, info)
+        print(f"  step {step}: wrote {path}, check {info['check']} ({info['wall_seconds']}s wall, "
+              f"{info['cpu_seconds']}s CPU)", flush=True)
+        return digest
+
+    def checkpoint(step: int, weights: list[torch.Tensor]) -> None:
+        if step % a.checkpoint_every == 0:
+            write(work / f"step_{step}.pt", weights, step)
+
+    hist = train(model, train_data, steps=a.steps, batch_size=a.batch_size, lr=a.lr, loss="conf", seed=a.seed,
+                 log_every=50, warmup=a.warmup, final_lr=a.final_lr, weight_decay=a.weight_decay, clip=a.clip,
+                 ema=a.ema, augment=bool(a.augment), progress=False, callback=checkpoint)
+    for s, l in zip(hist["step"][::10], hist["loss"][::10]):
+        print(f"  step {s:5d} loss {l:.4f}")
+    params = [p.detach() for p in model.parameters() if p.requires_grad]  # train() copied the EMA in
+    digest = write(Path(a.out), params, a.steps, loss=[round(v, 4) for v in hist["loss"]])
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB, sha256 {digest})")
+    print(f"duration: {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
