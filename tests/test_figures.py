@@ -190,3 +190,86 @@ def test_trace_figure_module_does_not_import_the_tracer():
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not any(m and m.endswith("trace") for m in imported), imported
+
+
+# ----------------------------------------------------------------------------- figures of a trained model
+
+
+def _tiny_two_view():
+    from dptlearn.train.backbone import TinyDUSt3R
+    torch.manual_seed(0)
+    return TinyDUSt3R(patch_size=8, enc_embed_dim=32, enc_depth=1, enc_num_heads=2, dec_embed_dim=32, dec_depth=10,
+                      dec_num_heads=2, feature_dim=16, last_dim=8, layer_dims=(8, 16, 16, 32), device="cpu")
+
+
+def test_capture_stages_keeps_reassemble_levels_and_fusion_outputs():
+    from dptlearn.viz.trained import capture_stages
+    model = _tiny_two_view()
+    img = torch.randn(2, 3, 32, 48)
+    stages = capture_stages(model.head1, lambda: model(img, img))
+    shapes = {k: tuple(v.shape) for k, v in stages.items()}
+    # 4x6 token grid -> levels at x4, x2, x1, x0.5; fusion.3 ends at the x1 level, each block doubles the size
+    assert shapes == {"reassemble.0": (2, 16, 16, 24), "reassemble.1": (2, 16, 8, 12), "reassemble.2": (2, 16, 4, 6),
+                      "reassemble.3": (2, 16, 2, 3), "fusion.3": (2, 16, 4, 6), "fusion.2": (2, 16, 8, 12),
+                      "fusion.1": (2, 16, 16, 24), "fusion.0": (2, 16, 32, 48)}
+    assert not any(v.requires_grad for v in stages.values())
+    assert not model.head1.dpt.reassemble._forward_hooks  # hooks removed
+    with pytest.raises(TypeError, match="DPTHead"):
+        capture_stages(torch.nn.Linear(2, 2), lambda: None)
+
+
+def test_feature_rgb_shows_the_dominant_direction():
+    from dptlearn.viz.trained import feature_rgb
+    x = torch.zeros(5, 4, 6)
+    x[2, :, 3:] = 1.0  # right half differs along one channel: the first component separates the halves
+    rgb = feature_rgb(x)
+    assert rgb.shape == (4, 6, 3) and rgb.min() >= 0 and rgb.max() <= 1
+    assert abs(rgb[:, :3, 0].mean() - rgb[:, 3:, 0].mean()) > 0.9
+    with pytest.raises(ValueError, match=r"\(C, h, w\)"):
+        feature_rgb(torch.zeros(2, 3))
+
+
+def test_trained_vs_random_rows_and_shape_titles():
+    from dptlearn.viz.trained import plot_trained_vs_random
+    maps = {"reassemble.0": torch.randn(1, 8, 16, 24), "fusion.0": torch.randn(1, 8, 32, 48)}
+    fig = plot_trained_vs_random(maps, maps, ["reassemble.0", "fusion.0"])
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["trained: reassemble.0\n(1, 8, 16, 24)", "trained: fusion.0\n(1, 8, 32, 48)",
+                      "random: reassemble.0\n(1, 8, 16, 24)", "random: fusion.0\n(1, 8, 32, 48)"]
+    plt.close(fig)
+    with pytest.raises(KeyError, match="fusion.9"):
+        plot_trained_vs_random(maps, maps, ["fusion.9"])
+
+
+def test_confidence_and_error_bars_follow_the_ranking():
+    from dptlearn.viz.trained import plot_confidence_and_error
+    err = torch.arange(12.0).reshape(3, 4)
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    mask[0, 0] = False
+    fig = plot_confidence_and_error(torch.zeros(3, 3, 4), 1 + 1 / (1 + err), err, mask, bins=2)
+    bar_ax = next(ax for ax in fig.axes if ax.get_title() == "error by confidence")
+    bars = [p.get_height() for p in bar_ax.patches]
+    # valid errors 1..11 sorted by falling confidence = rising error: least confident half [6..11], most [1..5]
+    assert bars == pytest.approx([np.mean([6, 7, 8, 9, 10, 11]), np.mean([1, 2, 3, 4, 5])])
+    assert "log confidence (3, 4)" in [ax.get_title() for ax in fig.axes]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="expected conf, err, mask of shape"):
+        plot_confidence_and_error(torch.zeros(3, 3, 4), err, err[:2], mask)
+
+
+def test_two_view_points_are_normalised_jointly_and_coloured_by_view():
+    from dptlearn.viz.trained import plot_two_view_points
+    true = [torch.rand(4, 6, 3) + 1, torch.rand(4, 6, 3) + 1]
+    masks = [torch.ones(4, 6, dtype=torch.bool), torch.ones(4, 6, dtype=torch.bool)]
+    masks[1][0] = False
+    fig = plot_two_view_points([5 * t for t in true], true, masks, step=1)  # 5x the truth: same after scaling
+    pred_ax, true_ax = [ax for ax in fig.axes if ax.name == "3d"]
+    for a, b in zip(pred_ax.collections, true_ax.collections):
+        np.testing.assert_allclose(np.array(a._offsets3d), np.array(b._offsets3d), rtol=1e-5)
+    assert [len(c._offsets3d[0]) for c in true_ax.collections] == [24, 18]
+    colors = [tuple(c.get_facecolor()[0]) for c in true_ax.collections]
+    assert colors[0] != colors[1]
+    assert "true point maps (4, 6, 3) x 2" in true_ax.get_title()
+    plt.close(fig)
+    with pytest.raises(ValueError, match="two views"):
+        plot_two_view_points(true[:1], true, masks)

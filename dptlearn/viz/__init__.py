@@ -9,6 +9,7 @@
     postprocess.py plot_postprocess_curves: depth and confidence parametrisations
     stages.py      plot_stage_bars: one bar per head stage (MACs, memory, ...)
     overview.py    plot_dust3r_overview: DUSt3R in one picture
+    trained.py     capture_stages, plot_trained_vs_random, plot_confidence_and_error, plot_two_view_points
 
 Everything here imports the head, never the reverse; import the module you need
 (``from dptlearn.viz.images import show_images``).
