@@ -1,18 +1,31 @@
-"""Benchmark the DPT head on the CPU (``make bench``): eager reference order vs dptlearn's fast path.
+"""Benchmark the DPT head on the CPU (``make bench``): eager reference order, fast path, bfloat16.
 
-For DUSt3R's head at 512x384 (H=384, W=512) and a course-sized head, batch 1, float32,
-eval mode under ``torch.inference_mode()``, default threads, it prints: median forward
-time over >= 5 runs (after one warm-up), min-max, peak resident memory of the process,
-parameter count, analytic FLOPs (2 x conv MACs from the shape tracer; interpolation and
-element-wise ops not counted) and achieved GFLOP/s, for both paths side by side, and
-checks that the fast path's outputs match the eager path's to 1e-5 relative.
+For DUSt3R's head at 512x384 (H=384, W=512) and a course-sized head, batch 1, eval mode under
+``torch.inference_mode()``, default threads, four paths:
 
-Each measurement runs in a fresh subprocess so peak memory is per path, not cumulative.
+    eager     float32, reference order (``fast_inference = False``)
+    fast      float32, the fast path (what ``head(tokens, (H, W))`` does by default)
+    bf16      the head converted with ``.to(torch.bfloat16)``, fed bfloat16 tokens (fast path)
+    autocast  the float32 head under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (fast path)
+
+It prints, per path: median and min forward time over all timed runs, process CPU time per
+forward (both threads; less disturbed by other processes than wall time), peak resident memory
+of the process, analytic FLOPs (2 x conv MACs from the shape tracer; interpolation and
+element-wise ops not counted) and achieved GFLOP/s; then the fast path's largest relative
+difference from eager (must be < 1e-5) and bfloat16's and autocast's largest relative error
+against float32 for ``pts3d`` and ``conf`` (``max |a - b| / max |b|``).
+
+Each measurement runs in a fresh subprocess (so peak memory is per path, not cumulative), and
+the paths take turns: ``--rounds`` rounds of eager, fast, bf16, autocast, each ``--runs`` timed
+runs after one warm-up, so a burst of load from other processes hits every path alike. The
+load average before and after is printed: on a shared machine, read the min as well as the median.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -26,9 +39,11 @@ CONFIGS = {
     "course-small": dict(kwargs=dict(enc_embed_dim=192, dec_embed_dim=128, feature_dim=32, last_dim=16,
                                      layer_dims=(16, 32, 64, 128)), size=(384, 512), enc=192, dec=128),
 }
+PATHS = ("eager", "fast", "bf16", "autocast")
 
 
-def build(name: str):
+def build(name: str, path: str = "fast"):
+    """The seeded head and tokens of config ``name``, set up for ``path``."""
     from dptlearn.dust3r import dust3r_dpt_head
     cfg = CONFIGS[name]
     torch.manual_seed(0)
@@ -37,7 +52,15 @@ def build(name: str):
     g = torch.Generator().manual_seed(1)
     n = (H // 16) * (W // 16)
     tokens = [torch.randn(1, n, cfg["enc"] if i == 0 else cfg["dec"], generator=g) for i in range(13)]
+    head.dpt.fast_inference = path != "eager"
+    if path == "bf16":
+        head, tokens = head.to(torch.bfloat16), [t.to(torch.bfloat16) for t in tokens]
     return head, tokens, cfg["size"]
+
+
+def precision(path: str):
+    """The context a path runs its forward in."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if path == "autocast" else contextlib.nullcontext()
 
 
 def rss_mb(field: str = "VmHWM") -> float:
@@ -49,70 +72,112 @@ def rss_mb(field: str = "VmHWM") -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def worker(name: str, fast: bool, runs: int) -> dict:
-    head, tokens, size = build(name)
-    head.dpt.fast_inference = fast
+def worker(name: str, path: str, runs: int) -> dict:
+    head, tokens, size = build(name, path)
     rss_build = rss_mb("VmRSS")
-    times = []
-    with torch.inference_mode():
+    wall, cpu = [], []
+    with torch.inference_mode(), precision(path):
         head(tokens, size)                                   # warm-up
         for _ in range(runs):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             head(tokens, size)
-            times.append(time.perf_counter() - t0)
-    return dict(median=statistics.median(times), min=min(times), max=max(times),
-                rss_build_mb=rss_build, peak_rss_mb=rss_mb())
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+    return dict(wall=wall, cpu=cpu, rss_build_mb=rss_build, peak_rss_mb=rss_mb())
 
 
-def measure(name: str, fast: bool, runs: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", name, "--fast", str(int(fast)),
-                          "--runs", str(runs)], capture_output=True, text=True, check=True)
+def measure(name: str, path: str, runs: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", name, "--path", path, "--runs", str(runs)],
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``max |a - b| / max |b|``, in float32."""
+    a, b = a.float(), b.float()
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
 def analyse(name: str) -> dict:
+    """Parameters, FLOPs, and every path's outputs compared with the float32 fast path."""
     from dptlearn.viz.trace import trace_head
-    head, tokens, size = build(name)
+    outs = {}
+    for path in PATHS:
+        head, tokens, size = build(name, path)
+        with torch.inference_mode(), precision(path):
+            outs[path] = head(tokens, size)
+    head, tokens, size = build(name, "eager")
     trace = trace_head(head, tokens, size)
-    with torch.inference_mode():
-        head.dpt.fast_inference = False
-        ref = head(tokens, size)
-        head.dpt.fast_inference = True
-        fast = head(tokens, size)
-    rel = max(((fast[k] - ref[k]).abs().max() / ref[k].abs().max()).item() for k in ref)
-    return dict(params=sum(p.numel() for p in head.parameters()), flops=2 * trace.total_macs(), rel_diff=rel)
+    ref = outs["fast"]
+    errors = {p: {k: rel_err(outs[p][k], ref[k]) for k in ref} for p in PATHS if p != "fast"}
+    errors["autocast_vs_bf16"] = {k: rel_err(outs["autocast"][k], outs["bf16"][k]) for k in ref}
+    return dict(params=sum(p.numel() for p in head.parameters()), flops=2 * trace.total_macs(), errors=errors,
+                dtypes={p: str(outs[p]["pts3d"].dtype).replace("torch.", "") for p in PATHS})
+
+
+def summary(samples: list[dict]) -> dict:
+    """Pool the rounds of one path."""
+    wall = [t for s in samples for t in s["wall"]]
+    cpu = [t for s in samples for t in s["cpu"]]
+    return dict(median=statistics.median(wall), min=min(wall), max=max(wall), cpu=statistics.median(cpu),
+                rss_build_mb=max(s["rss_build_mb"] for s in samples),
+                peak_rss_mb=max(s["peak_rss_mb"] for s in samples))
+
+
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--runs", type=int, default=3, help="timed runs per path and round")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of eager, fast, bf16, autocast")
     p.add_argument("--worker")
-    p.add_argument("--fast", type=int, default=1)
+    p.add_argument("--path", default="fast", choices=PATHS)
     p.add_argument("--configs", nargs="*", default=list(CONFIGS))
     args = p.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, bool(args.fast), args.runs)))
+        print(json.dumps(worker(args.worker, args.path, args.runs)))
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, batch 1, inference_mode, "
-          f"median of {args.runs} runs after 1 warm-up")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 1, inference_mode, "
+          f"{args.rounds} rounds x {args.runs} runs per path (each after 1 warm-up), paths interleaved; "
+          f"load average (1/5/15 min) at start {load()}")
     results = {}
     for name in args.configs:
         info = analyse(name)
+        samples = {path: [] for path in PATHS}
+        for _ in range(args.rounds):
+            for path in PATHS:
+                samples[path].append(measure(name, path, args.runs))
+        r = {path: summary(s) for path, s in samples.items()}
         H, W = CONFIGS[name]["size"]
-        eager, fast = measure(name, False, args.runs), measure(name, True, args.runs)
-        results[name] = dict(info, eager=eager, fast=fast)
         print(f"\n{name}: {info['params']:,} parameters, input (H, W) = ({H}, {W}), "
               f"{info['flops'] / 1e9:.1f} GFLOP (2 x conv MACs) per forward")
-        print(f"  {'path':<7} {'median':>9} {'min-max':>17} {'GFLOP/s':>8} {'RSS after build':>16} {'peak RSS':>9}")
-        for label, r in (("eager", eager), ("fast", fast)):
-            print(f"  {label:<7} {r['median'] * 1e3:7.1f}ms {r['min'] * 1e3:7.1f}-{r['max'] * 1e3:7.1f}ms "
-                  f"{info['flops'] / r['median'] / 1e9:8.1f} {r['rss_build_mb']:13.0f} MB {r['peak_rss_mb']:6.0f} MB")
-        ok = "OK" if info["rel_diff"] < 1e-5 else "MISMATCH"
-        print(f"  speed-up {eager['median'] / fast['median']:.2f}x; peak memory fast/eager "
-              f"{fast['peak_rss_mb'] / eager['peak_rss_mb']:.2f}; max relative difference "
-              f"{info['rel_diff']:.1e} ({ok}, limit 1e-5)")
-    print(json.dumps({k: dict(speedup=round(v["eager"]["median"] / v["fast"]["median"], 3),
-                              eager_ms=round(v["eager"]["median"] * 1e3, 1), fast_ms=round(v["fast"]["median"] * 1e3, 1))
+        print(f"  {'path':<9} {'median':>9} {'min-max':>17} {'CPU/fwd':>8} {'GFLOP/s':>8} {'RSS after build':>16} "
+              f"{'peak RSS':>9}  {'max rel. error vs float32 fast (pts3d, conf)'}")
+        for path in PATHS:
+            s = r[path]
+            err = info["errors"].get(path)
+            err = f"{err['pts3d']:.1e}, {err['conf']:.1e} ({info['dtypes'][path]} outputs)" if err else "(reference)"
+            print(f"  {path:<9} {s['median'] * 1e3:7.1f}ms {s['min'] * 1e3:7.1f}-{s['max'] * 1e3:7.1f}ms "
+                  f"{s['cpu']:7.2f}s {info['flops'] / s['median'] / 1e9:8.1f} {s['rss_build_mb']:13.0f} MB "
+                  f"{s['peak_rss_mb']:6.0f} MB  {err}")
+        eager, fast, bf16, ac = (r[p] for p in PATHS)
+        diff = max(info["errors"]["eager"].values())
+        print(f"  fast vs eager: {eager['median'] / fast['median']:.2f}x (min {eager['min'] / fast['min']:.2f}x); "
+              f"max relative difference {diff:.1e} ({'OK' if diff < 1e-5 else 'MISMATCH'}, limit 1e-5)")
+        for label, s in (("bf16", bf16), ("autocast", ac)):
+            print(f"  {label} vs float32 fast: {fast['median'] / s['median']:.2f}x (min {fast['min'] / s['min']:.2f}x, "
+                  f"CPU time {fast['cpu'] / s['cpu']:.2f}x); peak memory {s['peak_rss_mb'] / fast['peak_rss_mb']:.2f} "
+                  f"of float32's")
+        a = info["errors"]["autocast_vs_bf16"]
+        print(f"  autocast vs bf16: max relative difference {a['pts3d']:.1e} (pts3d), {a['conf']:.1e} (conf)")
+        results[name] = dict(r, errors=info["errors"])
+    print(f"\nload average at end {load()}")
+    print(json.dumps({k: dict(fast_vs_eager=round(v["eager"]["median"] / v["fast"]["median"], 3),
+                              bf16_vs_fast=round(v["fast"]["median"] / v["bf16"]["median"], 3),
+                              autocast_vs_fast=round(v["fast"]["median"] / v["autocast"]["median"], 3),
+                              **{f"{p}_ms": round(v[p]["median"] * 1e3, 1) for p in PATHS})
                       for k, v in results.items()}))
 
 
