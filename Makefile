@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dptlearn-installed
 PORT   ?= 8888
 
-.PHONY: install lab my-work test test-gpu test-fast notebooks exercises bench train-bench grade-bench browser-deps sandbox-deps clean
+.PHONY: install lab my-work test test-gpu test-fast notebooks exercises bench export train-bench grade-bench browser-deps sandbox-deps clean
 
 # Reinstall only when the pins, the package metadata or the lab settings change.
 $(STAMP): requirements.txt pyproject.toml jupyter/overrides.json
@@ -77,6 +77,11 @@ my-work: install
 
 bench: install
 	$(BIN)/python scripts/bench_head.py
+	$(BIN)/python scripts/bench_onnx.py
+
+# DUSt3R's head as ONNX (13 token inputs, dynamic batch; outputs pts3d, conf) at 512x384.
+export: install
+	$(BIN)/python -m dptlearn.export --out artifacts/dust3r_head.onnx --size 384 512
 
 train-bench: install
 	$(BIN)/python scripts/train_bench.py
