@@ -512,3 +512,23 @@ def test_without_bubblewrap_the_grader_says_so_once_and_falls_back(tmp_path, mon
     assert [s for s in said if "no sandbox" in s] == [
         "dptlearn-grade: no sandbox (bubblewrap (bwrap) is not installed (scripts/install_bwrap.sh "
         "installs it)); falling back to process groups, resource limits and private copies"]
+
+
+def test_a_check_that_cannot_be_prepared_costs_its_exercise_not_the_run(tmp_path, monkeypatch):
+    from dptlearn.course.grading import verdicts
+    a = fixture_assignment()
+    real = verdicts.load_checks(a)
+    first, *rest = [e.id for e in a.exercises]
+
+    class Broken:
+        def case(self, seed):
+            raise KeyError("dust3r_head")
+
+    name = verdicts.check_call(exercises.source_of(a.check_cell(first))).name
+    monkeypatch.setattr(verdicts, "load_checks", lambda _a: {**real, name: Broken()})
+    judge = verdicts.Judge([a], tmp_path / "cases")
+    assert set(judge.broken) == {first}
+    assert "could not prepare the check" in judge.broken[first] and "KeyError" in judge.broken[first]
+    assert sorted(p.stem for p in (tmp_path / "cases").glob("*.pt")) == sorted(rest)
+    passed, message, flags = judge.verdict(first, {"check": name, "results": []})
+    assert not passed and flags == ["grader-error"] and "tell your teacher" in message

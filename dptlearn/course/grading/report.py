@@ -19,7 +19,7 @@ from .plugin import clean_message
 GRADEBOOK_ID_COLUMNS = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
 GRADEBOOK_TOTAL = "dptlearn total"
 FLAG_WORDS = {"reference": "reference use", "forgery": "forgery attempt",   # summary.md's words
-              "identical": "identical to the reference"}                 # for the verdicts' flags
+              "identical": "identical to the reference", "grader-error": "grader error"}
 
 
 @dataclass

@@ -113,24 +113,34 @@ class Judge:
         self.calls: dict[str, CheckCall] = {}
         self.cases: dict[str, Any] = {}
         self.checks: dict[str, Any] = {}
+        self.broken: dict[str, str] = {}       # exercise id -> why its check could not be prepared
         cases_dir.mkdir(parents=True, exist_ok=True)
         for a in assignments:
             registry = load_checks(a)
             for ex in a.exercises:
-                call = check_call(source_of(a.check_cell(ex.id)))
-                if call.name not in registry:
-                    raise SystemExit(f"dptlearn-grade: {a.path.name}: exercise {ex.id} calls "
-                                     f"checks.{call.name}, which {checks_module_of(a)}.CHECKS "
-                                     f"lacks")
-                self.calls[ex.id], self.checks[ex.id] = call, registry[call.name]
-                self.cases[ex.id] = self.checks[ex.id].case(secrets.randbits(63))
-                path = cases_dir / f"{ex.id}.pt"
-                torch.save(self.cases[ex.id].plan, path)
-                path.chmod(0o444)
+                try:
+                    self._prepare(a, ex.id, registry, cases_dir, torch)
+                except Exception as exc:  # noqa: BLE001 - one broken check must cost one exercise, not the run
+                    self.broken[ex.id] = clean_message(
+                        f"not graded: the grader could not prepare the check of this exercise "
+                        f"({type(exc).__name__}: {exc}); tell your teacher", 400)
         cases_dir.chmod(0o555)
+
+    def _prepare(self, a: Assignment, ex_id: str, registry: dict, cases_dir: Path, torch) -> None:
+        call = check_call(source_of(a.check_cell(ex_id)))
+        if call.name not in registry:
+            raise LookupError(f"{a.path.name} calls checks.{call.name}, which "
+                              f"{checks_module_of(a)}.CHECKS lacks")
+        self.calls[ex_id], self.checks[ex_id] = call, registry[call.name]
+        self.cases[ex_id] = self.checks[ex_id].case(secrets.randbits(63))
+        path = cases_dir / f"{ex_id}.pt"
+        torch.save(self.cases[ex_id].plan, path)
+        path.chmod(0o444)
 
     def verdict(self, ex_id: str, payload: Any) -> tuple[bool, str, list[str]]:
         """(passed, message, flags) for a loaded results file."""
+        if ex_id in self.broken:
+            return False, self.broken[ex_id], ["grader-error"]
         if not isinstance(payload, dict) or payload.get("check") != self.calls[ex_id].name:
             return False, ("the recorded answer was not written by the grader's probe "
                            "(forged or damaged results file)"), ["forgery"]
