@@ -159,8 +159,8 @@ def _intersect(p: Primitive, o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, 
         with np.errstate(divide="ignore", invalid="ignore"):
             t1 = (-p.size - ol) / dl  # (P, 3)
             t2 = (p.size - ol) / dl  # (P, 3)
-        tmin = np.nanmax(np.minimum(t1, t2), axis=1)  # (P,)
-        tmax = np.nanmin(np.maximum(t1, t2), axis=1)  # (P,)
+        tmin = np.fmax.reduce(np.minimum(t1, t2), axis=1)  # (P,) NaN-ignoring max (0/0 on a slab edge)
+        tmax = np.fmin.reduce(np.maximum(t1, t2), axis=1)  # (P,)
         hit = (tmax >= tmin) & (tmin > 1e-6)
         t[hit] = tmin[hit]
         axis = np.argmax(np.minimum(t1, t2), axis=1)  # (P,) face the ray enters through
@@ -189,16 +189,17 @@ def render(prims: list[Primitive], K: np.ndarray, cam_to_world: np.ndarray, imag
     d_cam = pixel_rays(K, (H, W)).reshape(-1, 3)  # (P, 3), P = H*W, d_z = 1
     R, o = cam_to_world[:3, :3], cam_to_world[:3, 3]
     d_world = d_cam @ R.T  # (P, 3), same ray parameter t as in the camera frame
-    t = np.full(H * W, np.inf)
-    normal = np.zeros((H * W, 3))
+    hits = [_intersect(p, o, d_world) for p in prims]
+    ts = np.stack([h[0] for h in hits])  # (n_prims, P), inf where missed
+    first = ts.argmin(axis=0)  # (P,) nearest primitive (the earlier one on a tie)
+    pix = np.arange(H * W)
+    t = ts[first, pix]  # (P,)
+    normal = np.stack([h[1] for h in hits])[first, pix]  # (P, 3)
     color = np.zeros((H * W, 3))
-    for p in prims:
-        tp, n_p = _intersect(p, o, d_world)
-        closer = tp < t
-        if closer.any():
-            t[closer], normal[closer] = tp[closer], n_p[closer]
-            X = o + tp[closer, None] * d_world[closer]  # (P', 3)
-            color[closer] = _texture(p, X, n_p[closer])
+    for k, p in enumerate(prims):  # texture each pixel once, with the primitive it sees
+        sel = (first == k) & np.isfinite(t)  # (P,)
+        if sel.any():
+            color[sel] = _texture(p, o + t[sel, None] * d_world[sel], normal[sel])  # (P', 3)
     mask = t <= max_depth  # (P,)
     light = np.array([0.4, -1.0, -0.5]) / np.linalg.norm([0.4, -1.0, -0.5])
     shade = 0.45 + 0.55 * np.clip(normal @ light, 0.0, 1.0)  # (P,)
