@@ -7,7 +7,7 @@
 - a different seed gives different inputs;
 - probe.py imports nothing from dptlearn, and runs standalone (``record`` included);
 - every way of delegating to dptlearn's reference fails with the flag "reference";
-- the stand-ins make wrong wirings visible (fuse_pyramid, dust3r_forward).
+- the stand-ins make wrong wirings visible (fuse_pyramid).
 """
 from __future__ import annotations
 
@@ -31,24 +31,36 @@ from dptlearn import checks
 from dptlearn import fusion as fu
 from dptlearn import grid as gr
 from dptlearn.course import probe
+from dptlearn.course.answers import PART_NOTEBOOK
 from dptlearn.course.checks import CHECKS, CheckFailed
+from dptlearn.course.grading.verdicts import check_call
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class _Parts(dict):
+    """What the capstone's ``load_parts()`` gives: the parts of 01-05, by key or attribute."""
+
+    __getattr__ = dict.__getitem__
+
+
 def solution_objects() -> dict:
-    """Every exercise's object, from the solution cells of solutions/*.ipynb (one namespace per notebook)."""
-    found = {}
+    """Every exercise's object, from the solution cells of solutions/*.ipynb (one namespace per notebook):
+    what its check cell hands to the check, e.g. ``{"parts": mine, "head": MyDUSt3RHead}`` in 06, where
+    ``mine`` holds the parts the earlier notebooks' solution cells defined."""
+    found, defined = {}, {}
     for path in sorted((ROOT / "solutions").glob("*.ipynb")):
-        ns = {"math": math, "re": re, "torch": torch, "F": F, "nn": nn, "rearrange": rearrange}
+        ns = {"math": math, "re": re, "torch": torch, "F": F, "nn": nn, "rearrange": rearrange,
+              "mine": _Parts({name: defined[name] for name in PART_NOTEBOOK if name in defined})}
         checked = []
         for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
             tags = cell.get("metadata", {}).get("tags", [])
             if "solution" in tags:
                 exec("".join(cell["source"]), ns)  # noqa: S102 - our own solution notebooks
             if "check" in tags:
-                checked.append(re.search(r"checks\.(\w+)\(", "".join(cell["source"]))[1])
-        found.update({name: ns[name] for name in checked})
+                checked.append(check_call("".join(cell["source"])))
+        found.update({c.name: eval(c.expr, ns) for c in checked})  # noqa: S307 - our own check cells
+        defined.update(ns)
     return found
 
 
@@ -282,7 +294,6 @@ DELEGATIONS = {
     "unregistered instance": ("ResidualConvUnit", _HiddenInstance),
     "importlib-loaded module": ("tokens_to_grid", _importlib_copy()),
     "a part of the exercise": ("fuse_pyramid", lambda lv, f: _fuse_with_crop_to(lv, f)),
-    "the whole head": ("dust3r_forward", lambda head, tokens, size: gr.tokens_to_grid(tokens[0], 1, 1)),
     "recorder switched off": ("tokens_to_grid", _profile_off),
     "sandbox stub": ("tokens_to_grid", _stub),
 }
@@ -363,43 +374,6 @@ def test_fuse_pyramid_stand_ins_show_wrong_wirings(wrong, capsys):
     student, says = WRONG_FUSE[wrong]
     with pytest.raises(CheckFailed, match=re.escape(says)):
         checks.fuse_pyramid(student, device="cpu")
-
-
-def _forward(head, tokens, size, hooks=None, swap_hw=False, crop=True, swap=False, project_first=False):
-    dpt = head.dpt
-    H, W = size[::-1] if swap_hw else size
-    nh, nw = H // dpt.patch_size, W // dpt.patch_size
-    grids = [rearrange(tokens[h], "b (nh nw) c -> b c nh nw", nh=nh, nw=nw) for h in (hooks or dpt.hooks)]
-    if project_first:
-        levels = [b(p(g)) for b, p, g in zip(dpt.reassemble.branches, dpt.reassemble.project, grids)]
-    else:
-        levels = dpt.reassemble(grids)
-    path = dpt.fusion[3](levels[3])
-    if crop:
-        path = path[..., :levels[2].shape[-2], :levels[2].shape[-1]]
-    for i in (2, 1, 0):
-        path = dpt.fusion[i](levels[i], path) if swap else dpt.fusion[i](path, levels[i])
-    fmap = dpt.head(path).permute(0, 2, 3, 1)
-    d = fmap[..., :3].norm(dim=-1, keepdim=True)
-    return {"pts3d": fmap[..., :3] / d.clamp(min=1e-8) * torch.expm1(d), "conf": 1 + fmap[..., 3].exp()}
-
-
-WRONG_FORWARD = {  # wiring -> (mistake, what the message says)
-    "(W, H) swapped": (dict(swap_hw=True), "image_size is (H, W)"),
-    "wrong hooks": (dict(hooks=[0, 5, 7, 9]), "wrong hooks"),
-    "missing crop": (dict(crop=False), "missing crop on odd grids"),
-    "path and skip swapped": (dict(swap=True), "path and level swapped"),
-    "projection before the branch": (dict(project_first=True), "raised RuntimeError"),
-}
-
-
-@pytest.mark.parametrize("wrong", sorted(WRONG_FORWARD))
-def test_dust3r_forward_stand_ins_show_wrong_wirings(wrong, capsys):
-    checks.dust3r_forward(_forward, device="cpu")
-    assert "✓ dust3r_forward: passed" in capsys.readouterr().out
-    mistake, says = WRONG_FORWARD[wrong]
-    with pytest.raises(CheckFailed, match=re.escape(says)):
-        checks.dust3r_forward(lambda h, t, s: _forward(h, t, s, **mistake), device="cpu")
 
 
 # ------------------------------------------------------------------ how a failed check shows in a notebook

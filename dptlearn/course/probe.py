@@ -8,21 +8,27 @@ survive ``torch.save`` / ``torch.load(weights_only=True)`` between processes.
 
 This module is the only course module inside the grading sandbox, so it imports torch and
 nothing from dptlearn: no reference is within reach of the learner's code. Where an exercise
-takes parts of the head as arguments (fusion blocks, a whole DUSt3R head), the plan asks for
-*stand-ins* defined here: simple, position-sensitive maps with the real parts' attribute names
-and call signatures, so the learner's wiring is what gets tested.
+takes parts of the head as arguments (fusion blocks), the plan asks for *stand-ins* defined
+here: simple, position-sensitive maps with the real parts' attribute names and call signatures,
+so the learner's wiring is what gets tested.
 
 Steps (dicts; the key ``what`` is a label for messages):
 
-    {"op": "call", "fn": None | slot, "args": [...], "kwargs": {...}}
-        call the learner's object (or the object built into ``slot``);
+    {"op": "call", "fn": None | slot, "args": [...], "kwargs": {...}, "keep": None | slot}
+        call the learner's object (or the object built into ``slot``); with ``keep``, the
+        output is also kept as that slot;
         -> {"value": data, "off_device": [devices of output tensors that are not the run device],
             "mutated": [indices of tensor arguments changed in place]}
     {"op": "build", "args": [...], "slot": name}
         ``obj = learner(*args)``, kept as ``slot`` (an nn.Module is moved to the device, eval mode);
         -> {"value": {"type", "module", "sequential", "children", "state": {key: shape}}}
-    {"op": "load", "slot": name, "state": {key: tensor}}
+    {"op": "load", "slot": name, "state": {key: tensor} | {"$slot": name}}
         ``load_state_dict(state)`` (strict) into the object in ``slot`` -> {"value": "loaded"}
+
+A ``call`` (without ``fn``) or ``build`` step with ``"of": [key, ...]`` uses
+``learner[key][...]`` instead of the learner's object itself: the capstone hands in a dict of
+its objects, e.g. ``{"parts": ..., "head": ...}`` (a missing part raises when it is looked up,
+which is recorded like any other error of the step).
 
 Arguments may hold ``{"$slot": name}`` (a built object) and ``{"$standin": kind, "params": {...}}``;
 every tensor is copied to the run device. A step that raises gives
@@ -34,7 +40,6 @@ when the learner's code switched that recorder off.
 """
 from __future__ import annotations
 
-import math
 import numbers
 import os
 import sys
@@ -53,48 +58,7 @@ MAX_ITEMS = 1000       # containers longer than this are described, not recorded
 PROBE_DIR_VAR = "DPTLEARN_PROBE_DIR"
 
 
-class PartsOnly(RuntimeError):
-    """Raised by the stand-in DUSt3R head when the learner calls the assembled forward."""
-
-
 # ============================================================================ stand-ins
-
-class StandInBranch(nn.Module):
-    """A reassemble branch's stand-in: channel mixing by ``mix`` (out, in) + ``bias``, then a
-    nearest resize by ``factor`` (rounded up, as the real x1/2 branch on odd grids)."""
-
-    def __init__(self, mix: torch.Tensor, bias: torch.Tensor, factor: float):
-        super().__init__()
-        self.mix, self.bias, self.factor = nn.Parameter(mix), nn.Parameter(bias), factor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.einsum("oc,bchw->bohw", self.mix, x) + self.bias[:, None, None]  # (B, out, h, w)
-        size = (math.ceil(x.shape[-2] * self.factor), math.ceil(x.shape[-1] * self.factor))
-        return F.interpolate(y, size=size, mode="nearest")                      # (B, out, f*h, f*w)
-
-
-class StandInProject(nn.Module):
-    """A 3x3 projection's stand-in: a 1x1 channel mix by ``weight`` (out, in, 1, 1), no bias."""
-
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        self.weight = nn.Parameter(weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight)
-
-
-class StandInReassemble(nn.Module):
-    """``branches`` and ``project`` as in ``Reassemble``; ``forward(grids)`` -> 4 levels."""
-
-    def __init__(self, branches: list, project: list):
-        super().__init__()
-        self.branches = nn.ModuleList(StandInBranch(**b) for b in branches)
-        self.project = nn.ModuleList(StandInProject(w) for w in project)
-
-    def forward(self, grids: list) -> list:
-        return [p(b(g)) for b, p, g in zip(self.branches, self.project, grids)]
-
 
 class StandInScale(nn.Module):
     """``a * x``: where a real block has a residual unit on the skip input."""
@@ -131,53 +95,12 @@ class StandInBlock(nn.Module):
         return F.interpolate(out, scale_factor=2, mode="nearest")              # (B, D, 2h, 2w)
 
 
-class StandInRegressionHead(nn.Module):
-    """The regression head's stand-in: 1x1 mix by ``mix`` (out, D) + ``bias``, x2 nearest."""
-
-    def __init__(self, mix: torch.Tensor, bias: torch.Tensor):
-        super().__init__()
-        self.mix, self.bias = nn.Parameter(mix), nn.Parameter(bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.einsum("oc,bchw->bohw", self.mix, x) + self.bias[:, None, None]  # (B, out, h, w)
-        return F.interpolate(y, scale_factor=2, mode="nearest")                 # (B, out, 2h, 2w)
-
-
-class StandInDPT(nn.Module):
-    """A DPT head's stand-in: ``hooks``, ``patch_size``, ``reassemble``, ``fusion``, ``head``."""
-
-    def __init__(self, hooks: list, patch_size: int, reassemble: dict, fusion: list, head: dict):
-        super().__init__()
-        self.hooks, self.patch_size = tuple(hooks), patch_size
-        self.reassemble = StandInReassemble(**reassemble)
-        self.fusion = nn.ModuleList(StandInBlock(**f) for f in fusion)
-        self.head = StandInRegressionHead(**head)
-
-    def forward(self, *args, **kwargs):
-        raise PartsOnly("the exercise asks for the forward pass from the parts: call head.dpt.reassemble, "
-                        "head.dpt.fusion[i] and head.dpt.head, not head.dpt(...)")
-
-
-class StandInDUSt3RHead(nn.Module):
-    """A DUSt3R head's stand-in: ``dpt``, ``depth_mode``, ``conf_mode``; no assembled forward."""
-
-    def __init__(self, dpt: dict, depth_mode: tuple, conf_mode: tuple | None):
-        super().__init__()
-        self.dpt = StandInDPT(**dpt)
-        self.depth_mode, self.conf_mode = tuple(depth_mode), None if conf_mode is None else tuple(conf_mode)
-
-    def forward(self, *args, **kwargs):
-        raise PartsOnly("the exercise asks for the forward pass from the parts, not head(...)")
-
-
-STANDINS = {"fusion_blocks": lambda blocks: nn.ModuleList(StandInBlock(**b) for b in blocks),
-            "dust3r_head": lambda **params: StandInDUSt3RHead(**params)}
+STANDINS = {"fusion_blocks": lambda blocks: nn.ModuleList(StandInBlock(**b) for b in blocks)}
 
 
 def build_standin(kind: str, params: Any) -> nn.Module:
     """The stand-in ``kind`` from plan data (its parameters are the given tensors), in eval mode."""
-    made = STANDINS[kind](params) if kind == "fusion_blocks" else STANDINS[kind](**params)
-    return made.eval()
+    return STANDINS[kind](params).eval()
 
 
 # ============================================================================ recording
@@ -298,6 +221,8 @@ def _describe_module(obj: Any) -> dict:
 
 def _step(student: Any, step: dict, slots: dict, dev: torch.device) -> dict:
     op = step["op"]
+    for key in step.get("of", ()):
+        student = student[key]
     if op == "build":
         obj = student(*_resolve(step["args"], slots, dev))
         if isinstance(obj, nn.Module):
@@ -305,7 +230,9 @@ def _step(student: Any, step: dict, slots: dict, dev: torch.device) -> dict:
         slots[step["slot"]] = obj
         return {"value": _describe_module(obj)}
     if op == "load":
-        slots[step["slot"]].load_state_dict({k: v.clone() for k, v in step["state"].items()})
+        state = step["state"]
+        state = slots[state["$slot"]] if "$slot" in state else {k: v.clone() for k, v in state.items()}
+        slots[step["slot"]].load_state_dict(state)
         return {"value": "loaded"}
     if op != "call":
         raise ValueError(f"unknown plan step {op!r}")
@@ -315,6 +242,8 @@ def _step(student: Any, step: dict, slots: dict, dev: torch.device) -> dict:
     watched = list(_tensors(args))
     before = [t.clone() for t in watched]
     out = target(*args, **kwargs)
+    if step.get("keep"):
+        slots[step["keep"]] = out
     return {"value": to_data(out),
             "off_device": sorted({str(t.device) for t in _tensors(out) if t.device != dev}),
             "mutated": [i for i, (t, b) in enumerate(zip(watched, before))

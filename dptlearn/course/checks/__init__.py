@@ -17,11 +17,11 @@ sandboxed kernel): see ``harness.py``.
     reassemble.py  notebook 03   reassemble_branch, Reassemble
     fusion.py      notebook 04   residual_conv_unit, ResidualConvUnit, crop_to, FusionBlock, fuse_pyramid
     head.py        notebook 05   RegressionHead, head_sequential, depth_activation, conf_activation, postprocess
-    dust3r.py      notebook 06   dust3r_forward, convert_dust3r_state_dict
+    dust3r.py      notebook 06   MyDUSt3RHead, convert_dust3r_state_dict (the capstone: the learner's parts)
 """
 from __future__ import annotations
 
-from .dust3r import ConvertDust3rStateDict, Dust3rForward
+from .dust3r import ConvertDust3rStateDict, MyDUSt3RHeadCheck
 from .fusion import CropTo, FusePyramid, FusionBlockCheck, ResidualConvUnitCheck, ResidualConvUnitFn
 from .grid import GridToTokens, PatchGrid, TokensToGrid
 from .harness import Case, Check, CheckFailed
@@ -48,7 +48,7 @@ head_sequential = HeadSequential()
 depth_activation = DepthActivation()
 conf_activation = ConfActivation()
 postprocess = Postprocess()
-dust3r_forward = Dust3rForward()
+MyDUSt3RHead = MyDUSt3RHeadCheck()
 convert_dust3r_state_dict = ConvertDust3rStateDict()
 
 CHECKS: dict[str, Check] = {c.name: c for c in (
@@ -57,6 +57,6 @@ CHECKS: dict[str, Check] = {c.name: c for c in (
     reassemble_branch, Reassemble,
     residual_conv_unit, ResidualConvUnit, crop_to, FusionBlock, fuse_pyramid,
     RegressionHead, head_sequential, depth_activation, conf_activation, postprocess,
-    dust3r_forward, convert_dust3r_state_dict)}
+    MyDUSt3RHead, convert_dust3r_state_dict)}
 
 __all__ = list(CHECKS) + ["CHECKS", "Case", "Check", "CheckFailed"]

@@ -1,9 +1,15 @@
-"""Checks of notebook 06: DUSt3R's head from its parts, and DUSt3R's checkpoint layout.
+"""Checks of notebook 06, the capstone: DUSt3R's head built from the learner's own parts.
 
-``dust3r_forward`` gets a stand-in head (``probe.StandInDUSt3RHead``): the same attributes as
-a ``DUSt3RHead`` whose parts compute simple non-DPT maps. The expected answer comes from the
-*real* wiring: a ``DUSt3RHead`` whose reassemble stage, fusion blocks and regression head are
-replaced by the same stand-ins, called as a whole.
+The learner hands in a dict, ``{"parts": load_parts(), "head": MyDUSt3RHead}`` (plus
+``"convert": convert_dust3r_state_dict`` for the second exercise), where ``load_parts``
+(``dptlearn.course.answers``) reads the answers of notebooks 01-05 from the learner's folder.
+A capstone plan is every part's own check plan (``PART_CHECKS``, run on
+``learner["parts"][name]``; see ``scoped``) followed by steps on the learner's head: build it
+at a small DUSt3R configuration, give it seeded weights, run it on an odd and an even patch
+grid. The plan holds only tensors, numbers and the learner's objects' names: the probe needs
+nothing of dptlearn's head. The judge goes through the parts in order and stops at the first
+that fails, naming it and its notebook; then it compares the head with dptlearn's DUSt3R head
+carrying the same weights.
 """
 from __future__ import annotations
 
@@ -13,113 +19,194 @@ import torch
 from einops import rearrange
 
 from ... import dust3r as ref_dust3r
+from ... import fusion as ref_fusion
 from ... import postprocess as ref_post
-from ..probe import build_standin
-from .fusion import standin_blocks, wiring
-from .harness import INF, Case, Check, call, generator, randomize_, same_tensor, standin, up
+from ..answers import PART_NOTEBOOK
+from .fusion import CropTo, FusePyramid, FusionBlockCheck, ResidualConvUnitCheck
+from .grid import PatchGrid, TokensToGrid
+from .harness import INF, Case, Check, CheckFailed, build, call, generator, load, randomize_, same_tensor
+from .head import ConfActivation, DepthActivation, Postprocess, RegressionHeadCheck
+from .reassemble import ReassembleBranchCheck, ReassembleCheck
+from .tokens import HookIndices, SelectHookedTokens
 
 ENC, DEC, DEC_DEPTH, FEATURE_DIM, LAST_DIM, LAYER_DIMS = 8, 6, 10, 8, 6, (3, 4, 5, 6)
-FACTORS = (4, 2, 1, 0.5)
+CONFIG = (ENC, DEC, DEC_DEPTH, FEATURE_DIM, LAST_DIM, LAYER_DIMS)   # MyDUSt3RHead's arguments, in order
+SIZES = ((48, 80), (64, 96))      # 3x5 patches (odd: the crop acts) and 4x6
+B = 2
+PART_CHECKS = {c.name: c for c in (
+    HookIndices(), SelectHookedTokens(), PatchGrid(), TokensToGrid(), ReassembleBranchCheck(), ReassembleCheck(),
+    ResidualConvUnitCheck(), CropTo(), FusionBlockCheck(), FusePyramid(),
+    RegressionHeadCheck(), DepthActivation(), ConfActivation(), Postprocess())}
 
 
 def small_head(g: torch.Generator) -> "ref_dust3r.DUSt3RHead":
+    """dptlearn's DUSt3R head at the capstone's configuration, seeded weights."""
     head = ref_dust3r.dust3r_dpt_head(enc_embed_dim=ENC, dec_embed_dim=DEC, dec_depth=DEC_DEPTH,
                                       feature_dim=FEATURE_DIM, last_dim=LAST_DIM, layer_dims=LAYER_DIMS, device="cpu")
     return randomize_(head, g)
 
 
-def standin_head_params(g: torch.Generator) -> dict:
-    """Parameters of a stand-in DUSt3R head shaped like ``small_head``'s (see ``probe.StandInDUSt3RHead``)."""
-    dims = (ENC, DEC, DEC, DEC)
-    branches = [{"mix": torch.randn(d, c, generator=g) / c ** 0.5, "bias": torch.randn(d, generator=g) * 0.5,
-                 "factor": f} for c, d, f in zip(dims, LAYER_DIMS, FACTORS)]
-    project = [torch.randn(FEATURE_DIM, d, 1, 1, generator=g) / d ** 0.5 for d in LAYER_DIMS]
-    head = {"mix": torch.randn(4, FEATURE_DIM, generator=g) * 0.5 / FEATURE_DIM ** 0.5,
-            "bias": torch.randn(4, generator=g) * 0.3}
-    dpt = {"hooks": [0, 2 * DEC_DEPTH // 4, 3 * DEC_DEPTH // 4, DEC_DEPTH], "patch_size": 16,
-           "reassemble": {"branches": branches, "project": project},
-           "fusion": standin_blocks(FEATURE_DIM, g), "head": head}
-    return {"dpt": dpt, "depth_mode": ("exp", -INF, INF), "conf_mode": ("exp", 1, INF)}
+def head_state(head) -> dict:
+    """The learner's head's parameters: dptlearn's ``DPTHead`` keys (``reassemble.…``, ``fusion.…``, ``head.…``)."""
+    return {k.removeprefix("dpt."): v for k, v in head.state_dict().items()}
 
 
-def real_wiring(params: dict, tokens: list, image_size) -> dict:
-    """The expected answer: ``DUSt3RHead.forward`` (DPTHead's order + post-processing) over the stand-ins."""
-    head = ref_dust3r.dust3r_dpt_head(enc_embed_dim=ENC, dec_embed_dim=DEC, dec_depth=DEC_DEPTH,
-                                      feature_dim=FEATURE_DIM, last_dim=LAST_DIM, layer_dims=LAYER_DIMS, device="cpu")
-    parts = build_standin("dust3r_head", params).dpt
-    head.dpt.reassemble, head.dpt.fusion, head.dpt.head = parts.reassemble, parts.fusion, parts.head
-    return head(tokens, image_size)
+def seeded_tokens(g: torch.Generator, size) -> list:
+    n = (size[0] // 16) * (size[1] // 16)
+    return [torch.randn(B, n, ENC if i == 0 else DEC, generator=g) for i in range(DEC_DEPTH + 1)]
 
 
-def variant(dpt, modes, tokens, image_size, hooks=None, to_grid=None, **mistake):
-    """The forward pass from the parts of the stand-in ``dpt`` with one known mistake switched on
-    (``mistake``: a crop or a swap for ``fusion.wiring``)."""
-    H, W = image_size
-    nh, nw = H // dpt.patch_size, W // dpt.patch_size
-    to_grid = to_grid or (lambda t: rearrange(t, "b (nh nw) c -> b c nh nw", nh=nh, nw=nw))
-    levels = dpt.reassemble([to_grid(tokens[h]) for h in (hooks or dpt.hooks)])
-    return ref_post.postprocess(dpt.head(wiring(levels, dpt.fusion, **mistake)), *modes)
+def assembled(head, tokens, size, hooks=None, depth_mode=None, conf_mode=None) -> dict:
+    """The head's forward pass written out from dptlearn's stages, with one known mistake switched on."""
+    dpt = head.dpt
+    nh, nw = size[0] // dpt.patch_size, size[1] // dpt.patch_size
+    grids = [rearrange(tokens[h], "b (nh nw) c -> b c nh nw", nh=nh, nw=nw) for h in hooks or dpt.hooks]
+    raw = dpt.head(ref_fusion.fuse_pyramid(dpt.reassemble(grids), dpt.fusion))   # (B, 4, H, W)
+    return ref_post.postprocess(raw, depth_mode or head.depth_mode, conf_mode or head.conf_mode)
 
 
-class Dust3rForward(Check):
-    """``student(head, tokens, image_size) -> {'pts3d', 'conf'}`` from the head's parts (not ``head(...)``)."""
+def scoped(plan: list, name: str) -> list:
+    """Part ``name``'s own check plan, run on ``learner["parts"][name]``; its slots renamed ``name/slot``."""
+    def rename(x):
+        if isinstance(x, dict) and "$slot" in x:
+            return {"$slot": f"{name}/{x['$slot']}"}
+        if isinstance(x, dict):
+            return {k: rename(v) for k, v in x.items()}
+        if type(x) in (list, tuple):
+            return type(x)(rename(v) for v in x)
+        return x
 
-    name = "dust3r_forward"
-    forbidden = ("dptlearn",)       # the whole head: this exercise is all of it
-    B, H, W = 2, 48, 80             # an odd 3x5 patch grid
+    steps = []
+    for step in plan:
+        step = {k: rename(v) if k in ("args", "kwargs", "state") else v for k, v in step.items()}
+        for key in ("slot", "fn", "keep"):
+            if step.get(key) is not None:
+                step[key] = f"{name}/{step[key]}"
+        steps.append({**step, "of": ["parts", name]})
+    return steps
+
+
+class Capstone(Check):
+    """The parts first (each judged by its own check), then the learner's head; see the module docstring."""
+
+    forbidden = ("dptlearn",)       # the whole head: every part of it is the learner's by now
+
+    def part_plans(self, seed: int) -> tuple[list, list]:
+        plan, parts = [], []
+        for name in PART_NOTEBOOK:
+            sub = PART_CHECKS[name].case(seed)
+            parts.append((name, sub, len(plan), len(plan) + len(sub.plan)))
+            plan += scoped(sub.plan, name)
+        return plan, parts
+
+    def _no_reference(self, results: list) -> None:
+        """Done in ``judge_parts``, part by part, so that a failure names the part."""
+
+    def judge_parts(self, case: Case, results: list) -> int:
+        """Fail at the first part that fails its own check; return the index of the head's first step."""
+        end = 0
+        for name, sub, lo, end in case.data["parts"]:
+            segment = results[lo:end]
+            missing = next((r for r in segment if r.get("raised") == "MissingAnswers"), None)
+            if missing is not None:
+                self.fail(str(missing.get("message", "")))
+            try:
+                PART_CHECKS[name].judge(sub, segment)
+            except CheckFailed as e:
+                why = str(e).removeprefix(f"{name}: ")
+                todo = "not written yet" if why.startswith("not implemented yet") else "wrong"
+                self.fail(f"your {name} from {PART_NOTEBOOK[name]}.ipynb is {todo}: {why} — fix it there, save it, "
+                          f"and run this notebook again from the top", *e.flags)
+        Check._no_reference(self, results[end:])
+        return end
+
+    def head_steps(self, g: torch.Generator) -> tuple[list, list]:
+        """Forward steps on the odd and the even grid, and their seeded tokens."""
+        tokens = [seeded_tokens(g, size) for size in SIZES]
+        steps = [call(t, size, fn="head", what=f"your head(tokens, {size})") for t, size in zip(tokens, SIZES)]
+        return steps, tokens
+
+    def build_head(self) -> dict:
+        return {**build(*CONFIG, what=f"MyDUSt3RHead{CONFIG}", slot="head"), "of": ["head"]}
+
+    def outputs(self, case: Case, results: list, start: int, diagnose: bool) -> None:
+        """The head's outputs on both grids against dptlearn's head (``case.data['want']``)."""
+        ref, tokens = case.data["ref"], case.data["tokens"]
+        L = DEC_DEPTH
+        for j, size in enumerate(SIZES):
+            r, (H, W) = results[start + j], size
+            if "raised" in r and "index out of range" in r.get("message", ""):
+                self.fail(f"{case.plan[start + j]['what']} raised {r['raised']}: {r['message']} — the head gets "
+                          f"dec_depth + 1 = {L + 1} token tensors: take the hooks from your hook_indices(dec_depth)")
+            got = self.mapping(self.value(case, results, start + j), {"pts3d", "conf"},
+                               "your head should return {'pts3d': (B, H, W, 3), 'conf': (B, H, W)}")
+            want = case.data["want"][j]
+            grid = f"{H // 16}x{W // 16} patch grid"
+
+            def v(key, **mistake):
+                return lambda: assembled(ref, tokens[j], size, **mistake)[key]
+            pts_candidates = [
+                (f"these are the outputs of hooks [0, 2L//4, 3L//4, L - 1]: the token list is [encoder_out, "
+                 f"dec_1, ..., dec_L], so the last decoder block is index L = {L}", v("pts3d", hooks=[0, 2 * L // 4, 3 * L // 4, L - 1])),
+                ("these are the outputs of the first four layers: the head reads the hooked layers, "
+                 "from your hook_indices(dec_depth)", v("pts3d", hooks=[0, 1, 2, 3])),
+                ("the depth mode is not DUSt3R's ('exp', -inf, inf): you post-processed with 'linear'",
+                 v("pts3d", depth_mode=("linear", -INF, INF))),
+                ("the depth mode is not DUSt3R's ('exp', -inf, inf): you post-processed with 'square'",
+                 v("pts3d", depth_mode=("square", -INF, INF))),
+            ] if diagnose else []
+            self.compare(got["pts3d"], want["pts3d"], label=f"pts3d on the {grid}", dims="(B, H, W, 3)",
+                         result=r, candidates=pts_candidates,
+                         shape_hints={(B, W, H, 3): "image_size is (H, W): nh = H // 16 rows, nw = W // 16 columns"})
+            conf_candidates = [
+                (f"the confidence mode is not DUSt3R's ('exp', 1, inf): DUSt3R's confidence is at least 1, "
+                 f"yours at least {vmin}", v("conf", conf_mode=("exp", vmin, INF))) for vmin in (0, 2)
+            ] if diagnose else []
+            self.compare(got["conf"], want["conf"], label=f"conf on the {grid}", dims="(B, H, W)", result=r,
+                         candidates=conf_candidates)
+
+
+def state_hint(missing: list, unexpected: list, mismatched: list) -> str | None:
+    """What a mismatch of the head's parameter names or shapes most likely means."""
+    if any(k.startswith("fusion.3.skip_unit.") for k in unexpected):
+        return ("fusion[3] gets one input, so it has no skip unit (DUSt3R builds refinenet4.resConfUnit1 but never "
+                "runs it): build the coarsest block without one")
+    have = {k.split(".")[0] for k in unexpected}
+    gone = [top for top in ("reassemble", "fusion", "head") if any(k.startswith(top + ".") for k in missing)
+            and top not in have]
+    if gone:
+        return (f"your head has no parameters under {gone[0]!r}: keep the attribute names reassemble, fusion and head "
+                f"(their keys are what a DUSt3R checkpoint converts to)")
+    for k, _, _ in mismatched:
+        if k.startswith("reassemble.branches.0."):
+            return ("the first hooked layer is the encoder's output, enc_embed_dim wide; the other three are "
+                    "decoder layers, dec_embed_dim wide")
+        if k.startswith("head.predict."):
+            return "the head predicts 4 channels: x, y, z and the confidence"
+    return None
+
+
+class MyDUSt3RHeadCheck(Capstone):
+    """``{"parts": ..., "head": MyDUSt3RHead}``: the parts pass their checks, and the head built from them,
+    loaded with seeded weights under dptlearn's names, gives DUSt3R's outputs."""
+
+    name = "MyDUSt3RHead"
 
     def make_case(self, seed):
-        params = standin_head_params(generator(self.name, seed, 0))
-        g = generator(self.name, seed, 1)
-        tokens = [torch.randn(self.B, (self.H // 16) * (self.W // 16), ENC if i == 0 else DEC, generator=g)
-                  for i in range(DEC_DEPTH + 1)]
-        plan = [call(standin("dust3r_head", params), tokens, (self.H, self.W),
-                     what=f"dust3r_forward(head, tokens, {(self.H, self.W)})")]
-        return Case(plan, {"params": params, "tokens": tokens, "want": real_wiring(params, tokens, (self.H, self.W))})
+        plan, parts = self.part_plans(seed)
+        ref = small_head(generator(self.name, seed, 0))
+        steps, tokens = self.head_steps(generator(self.name, seed, 1))
+        plan += [self.build_head(), load(head_state(ref), slot="head")] + steps
+        return Case(plan, {"parts": parts, "ref": ref, "tokens": tokens,
+                           "want": [ref(t, size) for t, size in zip(tokens, SIZES)]})
 
     def verify(self, case, results):
-        B, H, W, L = self.B, self.H, self.W, DEC_DEPTH
-        nh, nw = H // 16, W // 16
-        r = results[0]
-        if r.get("raised") == "PartsOnly":
-            self.fail("implement it yourself — call the parts (head.dpt.reassemble, head.dpt.fusion[i], "
-                      "head.dpt.head), not the assembled head(...) or head.dpt(...)")
-        if r.get("raised") == "ValueError" and "same shape" in r.get("message", ""):
-            self.fail(f"missing crop on odd grids: {H}x{W} pixels give a 3x5 patch grid; the x1/2 level has 2x3 "
-                      f"cells, fusion[3] doubles that to 4x6, which must be cropped (top-left) to 3x5 before "
-                      f"fusion[2] ({r['raised']}: {r['message']})")
-        got = self.mapping(self.value(case, results, 0), {"pts3d", "conf"},
-                           "return the post-processed dict {'pts3d': (B, H, W, 3), 'conf': (B, H, W)}")
-        dpt = build_standin("dust3r_head", case.data["params"]).dpt
-        modes = (case.data["params"]["depth_mode"], case.data["params"]["conf_mode"])
-        tokens, want = case.data["tokens"], case.data["want"]
-
-        def v(**kw):
-            return lambda: variant(dpt, modes, tokens, (H, W), **kw)["pts3d"]
-        self.compare(got["pts3d"], want["pts3d"], label="pts3d", dims="(B, H, W, 3)", result=r,
-                     shape_hints={(B, W, H, 3): "image_size is (H, W): nh = H // 16 rows, nw = W // 16 columns",
-                                  (B, 3, H, W): "channels last: post-process the raw map"},
-                     candidates=[
-                         ("reshape instead of rearrange: tokens.reshape(B, C, nh, nw) mixes channels and positions; "
-                          "use rearrange(t, 'b (nh nw) c -> b c nh nw')",
-                          v(to_grid=lambda t: t.reshape(t.shape[0], t.shape[2], nh, nw))),
-                         ("swapped nh/nw in the token-to-grid pattern: tokens are row-major, 'b (nh nw) c'",
-                          v(to_grid=lambda t: rearrange(t, "b (nw nh) c -> b c nh nw", nh=nh, nw=nw))),
-                         (f"wrong hooks: use head.dpt.hooks = {list(dpt.hooks)} ([0, 2L//4, 3L//4, L] over the "
-                          f"{L + 1}-entry token list); the last decoder block is index L, not L - 1",
-                          v(hooks=[0, 2 * L // 4, 3 * L // 4, L - 1])),
-                         (f"wrong hooks: use head.dpt.hooks = {list(dpt.hooks)}, not the last four layers",
-                          v(hooks=[L - 3, L - 2, L - 1, L])),
-                         ("you kept the bottom-right of the coarse path; DUSt3R's odd-grid crop keeps the top-left",
-                          v(crop=lambda p, s: p[..., -s[0]:, -s[1]:])),
-                         ("you resized the coarse path instead of cropping it (top-left slice, path[..., :h, :w])",
-                          v(crop=lambda p, s: up(p, True, size=s))),
-                         ("path and level swapped: a fusion block takes the path first, then its pyramid level as "
-                          "the skip — dpt.fusion[i](path, levels[i])", v(swap=True)),
-                     ])
-        self.compare(got["conf"], want["conf"], label="conf", dims="(B, H, W)", result=r,
-                     shape_hints={(B, H, W, 1): "conf has no channel dimension"})
-        return "hooks [0, 5, 7, 10] of 11 layers, odd 3x5 grid (48x80), pts3d and conf from the parts"
+        i = self.judge_parts(case, results)
+        self.weights_loaded(case, results, i, i + 1, hint=state_hint)
+        self.outputs(case, results, i + 2, diagnose=True)
+        hooks = list(case.data["ref"].dpt.hooks)
+        return (f"your 14 parts from 01-05 pass their checks; your head (dec_depth {DEC_DEPTH}, hooks {hooks}) "
+                f"gives DUSt3R's pts3d and conf on a 3x5 and a 4x6 patch grid")
 
 
 ALIAS_RE = re.compile(r"dpt\.scratch\.layer\d_rn\.weight")
@@ -136,8 +223,8 @@ def mapping_hint(theirs: str, expected_theirs: str) -> str:
         return ("refinenet{k} is fusion.{k-1}: refinenet1 is the finest block (fusion.0), refinenet4 the "
                 "coarsest (fusion.3)")
     if a and b and a.group(2) != b.group(2):
-        return ("resConfUnit1 is the skip unit (fusion.i.skip_unit: it refines the pyramid level before the add), "
-                "resConfUnit2 the unit after the add (fusion.i.unit)")
+        return ("resConfUnit1 is the skip unit (it refines the pyramid level before the add), resConfUnit2 the "
+                "unit after the add")
     if theirs.startswith("dpt.head.") and expected_theirs.startswith("dpt.head."):
         return "head.0 / head.2 / head.4 are reduce / refine / predict (head.1, head.3: upsample and ReLU, no weights)"
     if "act_postprocess" in theirs or "layer_rn" in theirs:
@@ -146,27 +233,55 @@ def mapping_hint(theirs: str, expected_theirs: str) -> str:
     return ""
 
 
-class ConvertDust3rStateDict(Check):
-    """``student(dust3r_sd) -> state dict`` that ``DUSt3RHead.load_state_dict(..., strict=True)`` accepts."""
+def dust3r_layout(ref, g: torch.Generator) -> dict:
+    """``ref``'s weights under DUSt3R's keys, aliases included; the never-used unit gets seeded values too."""
+    sd = ref_dust3r.dust3r_state_dict(ref)
+    for k in sd:
+        if "refinenet4.resConfUnit1" in k:
+            sd[k] = torch.randn(sd[k].shape, generator=g) * 0.1
+    return dict(sd)
+
+
+class ConvertDust3rStateDict(Capstone):
+    """``{"parts": ..., "head": MyDUSt3RHead, "convert": convert_dust3r_state_dict}``: the converted
+    DUSt3R-layout weights load (strict) into the learner's head, which then gives DUSt3R's outputs."""
 
     name = "convert_dust3r_state_dict"
-    forbidden = ("dptlearn.dust3r",)
 
     def make_case(self, seed):
-        src = small_head(generator(self.name, seed, 0))
-        sd = ref_dust3r.dust3r_state_dict(src)                   # with the aliases and the unused zeros
-        g = generator(self.name, seed, 1)
-        tokens = [torch.randn(1, 6, ENC if i == 0 else DEC, generator=g) for i in range(DEC_DEPTH + 1)]
-        mapping = {"dpt." + ours: "dpt." + theirs for theirs, ours in ref_dust3r._key_map(src.dpt).items()}
-        return Case([call(dict(sd), what="convert_dust3r_state_dict(sd)")],
-                    {"sd": sd, "ours": src.state_dict(), "mapping": mapping, "tokens": tokens,
-                     "want": src(tokens, (32, 48))})
+        plan, parts = self.part_plans(seed)
+        ref = small_head(generator(self.name, seed, 0))
+        sd = dust3r_layout(ref, generator(self.name, seed, 2))
+        steps, tokens = self.head_steps(generator(self.name, seed, 1))
+        plan += [self.build_head(),
+                 {**call(sd, what="convert_dust3r_state_dict(sd)"), "of": ["convert"], "keep": "converted"},
+                 {"op": "load", "slot": "head", "state": {"$slot": "converted"},
+                  "what": "loading your converted dict into your head (strict)"}] + steps
+        mapping = {ours: "dpt." + theirs for theirs, ours in ref_dust3r._key_map(ref.dpt).items()}
+        return Case(plan, {"parts": parts, "ref": ref, "tokens": tokens, "sd": sd, "ours": head_state(ref),
+                           "mapping": mapping, "want": [ref(t, size) for t, size in zip(tokens, SIZES)]})
 
     def verify(self, case, results):
+        i = self.judge_parts(case, results)
+        ours = case.data["ours"]
+        rec = self.module(case, results, i)
+        if set(rec["state"]) != set(ours):
+            self.fail("your MyDUSt3RHead's parameter names are not the prescribed ones (reassemble.…, fusion.…, "
+                      "head.…), so no converter can fill them: make MyDUSt3RHead's check pass first")
+        self.converted(case, self.value(case, results, i + 1))
+        r = results[i + 2]
+        if "raised" in r:
+            self.fail(f"loading your converted dict into your head (strict) failed: {r['raised']}: "
+                      f"{r.get('message', '')}")
+        self.outputs(case, results, i + 3, diagnose=False)
+        return (f"{len(case.data['sd'])} DUSt3R keys (aliases and the unused refinenet4.resConfUnit1 dropped) -> "
+                f"{len(ours)} keys of your head, loaded strictly; your head gives DUSt3R's outputs with them")
+
+    def converted(self, case: Case, got) -> None:
+        """The converted dict holds exactly the head's keys, each with its DUSt3R tensor unchanged."""
         sd, ours, mapping = case.data["sd"], case.data["ours"], case.data["mapping"]
-        got = self.value(case, results, 0)
-        if not isinstance(got, dict) or self.kind(got) != "dict":
-            self.fail(f"return a dict {{our key: tensor}}, got {self.kind(got)}")
+        if self.kind(got) != "dict":
+            self.fail(f"return a dict {{your head's key: tensor}}, got {self.kind(got)}")
         for k, t in got.items():
             if not isinstance(t, torch.Tensor):
                 self.fail(f"{k!r} maps to a {self.kind(t)}, expected a tensor")
@@ -175,13 +290,14 @@ class ConvertDust3rStateDict(Check):
             if k in got and not same_tensor(got[k], ours[k]):
                 src = which_source(got[k], sd)
                 if src and all(s in unused for s in src):
-                    self.fail(f"{k} holds zeros from the never-used {src[0]}: refinenet4's resConfUnit1 is "
-                              f"dropped; its resConfUnit2 is fusion.3.unit")
+                    self.fail(f"{k} holds the never-used {src[0]}: refinenet4's resConfUnit1 is dropped; its "
+                              f"resConfUnit2 is fusion.3.unit")
                 if src:
                     hint = mapping_hint(src[0], mapping[k])
                     self.fail(f"{k} holds DUSt3R's {src[0]}, expected {mapping[k]}" + (f" — {hint}" if hint else ""))
-                self.fail(f"{k} should be DUSt3R's {mapping[k]} unchanged (shape {list(ours[k].shape)}), got a "
-                          f"tensor of shape {list(got[k].shape)} that equals none of the checkpoint's tensors")
+                self.fail(f"{k} should be DUSt3R's {mapping[k]} unchanged (shape {list(ours[k].shape)}, "
+                          f"{ours[k].dtype}), got a {got[k].dtype} tensor of shape {list(got[k].shape)} that equals "
+                          f"none of the checkpoint's tensors")
         for k in got:               # keys the head does not have
             if k in ours:
                 continue
@@ -194,20 +310,11 @@ class ConvertDust3rStateDict(Check):
                           f"tensor stored twice); map layer_rn and drop the aliases (after checking they are equal)")
             if "fusion.4" in k:
                 self.fail(f"unexpected key {k!r}: there are only fusion.0..3 — refinenet{{k}} is fusion.{{k-1}}")
-            if not k.startswith("dpt."):
-                self.fail(f"unexpected key {k!r}: keep the 'dpt.' prefix (a DUSt3RHead's keys look like "
-                          f"'dpt.reassemble.branches.0.0.weight')")
+            if k.startswith("dpt.") and k.removeprefix("dpt.") in ours:
+                self.fail(f"unexpected key {k!r}: your head's keys have no 'dpt.' prefix (DUSt3R's do): "
+                          f"drop it, e.g. {next(iter(ours))!r}")
             self.fail(f"unexpected key {k!r}" + (f" (it holds DUSt3R's {src[0]})" if src else "")
-                      + f"; the head's keys are like {list(ours)[:3]}")
+                      + f"; your head's keys are like {list(ours)[:3]}")
         missing = [k for k in ours if k not in got]
         if missing:
             self.fail(f"missing {len(missing)} key(s), e.g. {missing[:3]} (DUSt3R's {mapping[missing[0]]})")
-        dst = small_head(torch.Generator().manual_seed(1))
-        try:
-            dst.load_state_dict(got, strict=True)
-        except Exception as e:  # noqa: BLE001
-            self.fail(f"DUSt3RHead.load_state_dict(strict=True) rejected your dict: {e}")
-        out = dst(case.data["tokens"], (32, 48))
-        self.compare(out["pts3d"], case.data["want"]["pts3d"], label="pts3d after loading", dims="(B, H, W, 3)")
-        return (f"{len(sd)} DUSt3R keys (aliases and the unused refinenet4.resConfUnit1 dropped) -> {len(ours)} head "
-                f"keys; outputs match")
