@@ -11,8 +11,8 @@ the head with ``fast_inference`` off is exported and ``head`` itself is left as 
 Running the file needs onnxruntime (a test dependency); writing it needs onnx and onnxscript
 (``torch.onnx.export``'s exporter).
 
-``python -m dptlearn.export [--out PATH] [--size H W]`` writes DUSt3R's head (seeded random
-weights): ``make export``.
+``python -m dptlearn.export [--out PATH] [--size H W] [--checkpoint DUSt3R.pth]`` writes DUSt3R's
+head (seeded random weights, or head 1 of a released checkpoint): ``make export``.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from .depth_head import DepthHead
 from .dust3r import DUSt3RHead, dust3r_dpt_head
 from .fused import set_fast_inference
 from .grid import check_image_size, patch_grid
+from .released import load_released_heads
 
 MAX_BATCH = 1024
 
@@ -102,9 +103,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Write DUSt3R's DPT head as ONNX (13 token inputs, pts3d and conf).")
     p.add_argument("--out", default="artifacts/dust3r_head.onnx")
     p.add_argument("--size", nargs=2, type=int, default=(384, 512), metavar=("H", "W"))
+    p.add_argument("--checkpoint", default=None, help="a released DUSt3R checkpoint (.pth): export its head 1")
     args = p.parse_args(argv)
-    torch.manual_seed(0)
-    head = dust3r_dpt_head(device="cpu")
+    if args.checkpoint:
+        head = load_released_heads(args.checkpoint, device="cpu").head1
+    else:
+        torch.manual_seed(0)
+        head = dust3r_dpt_head(device="cpu")
     out = to_onnx(head, args.out, tuple(args.size))
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): inputs tokens_0..tokens_{head.dpt.num_layers - 1}, "
           f"outputs {output_names(head)} at (H, W) = {tuple(args.size)}")
