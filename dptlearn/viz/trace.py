@@ -163,20 +163,23 @@ def trace_head(head: nn.Module, tokens: Sequence[torch.Tensor], image_size: Sequ
         dpt.fast_inference = previous
         for h in handles:
             h.remove()
-    _insert_crop_row(rows)
+    _insert_crop_row(rows, dpt.odd_grid)
     if isinstance(result, dict):
         raw = next(r.output for r in rows if r.name == "head")
         rows.append(TraceRow("postprocess", "DUSt3R postprocess", [raw], {k: tuple(v.shape) for k, v in result.items()}))
     return ShapeTrace(rows, tuple(image_size))
 
 
-def _insert_crop_row(rows: list[TraceRow]) -> None:
-    """Add the crop between ``fusion.3`` and ``fusion.2``: from the coarsest block's output to the path it feeds."""
+def _insert_crop_row(rows: list[TraceRow], odd_grid: str = "crop") -> None:
+    """Add the crop between ``fusion.3`` and ``fusion.2``: from the coarsest block's output to the path it feeds.
+
+    Heads with another answer to odd grids (``DPTHead.odd_grid``) crop nothing: the row says so."""
     names = [r.name for r in rows]
     if "fusion.3" not in names or "fusion.2" not in names:
         return
     before, after = rows[names.index("fusion.3")], rows[names.index("fusion.2")]
-    rows.insert(names.index("fusion.2"), TraceRow("crop", "crop_to (top-left)", [before.output], after.inputs[0]))
+    kind = "crop_to (top-left)" if odd_grid == "crop" else f"none ({odd_grid})"
+    rows.insert(names.index("fusion.2"), TraceRow("crop", kind, [before.output], after.inputs[0]))
 
 
 _STAGE_PARTS = {"reassemble": 3, "fusion": 2, "readout": 2}   # 'reassemble.project.0', 'fusion.2', ...
