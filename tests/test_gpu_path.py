@@ -4,7 +4,7 @@ grading part that it runs on one.
 - Without CUDA, `make test-gpu` stops before any test with a message that says why.
 - tests/nbval_sanitize_gpu.cfg (appended to tests/nbval_sanitize.cfg, as make test-gpu does)
   makes a GPU-like output equal to the stored CPU one where they differ by round-off only, and
-  keeps real differences visible; no stored number sits where round-off could cross its rule.
+  keeps real differences visible.
 - On CUDA (`-m cuda`): the solutions graded with `--device cuda` score full marks.
 """
 from __future__ import annotations
@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -73,35 +72,6 @@ def test_round_off_and_device_differences_are_sanitized(cpu, gpu):
 def test_real_differences_stay_visible(cpu, gpu):
     clean = sanitizer()
     assert clean(cpu) != clean(gpu)
-
-
-def stored_outputs():
-    """(notebook, cell index, text) of every output nbval compares in notebooks/ and solutions/."""
-    for nb_path in sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "solutions").glob("*.ipynb")):
-        nb = json.loads(nb_path.read_text())
-        for i, cell in enumerate(nb["cells"]):
-            src = "".join(cell["source"])
-            if cell["cell_type"] != "code" or "NBVAL_IGNORE_OUTPUT" in src or "NBVAL_SKIP" in src:
-                continue
-            for out in cell.get("outputs", []):
-                text = out.get("text") or out.get("data", {}).get("text/plain", "")
-                yield nb_path.name, i, "".join(text)
-
-
-def test_no_stored_number_sits_within_round_off_of_the_rules_cut():
-    """The rule cuts a number with 4+ decimals to 2. Only round-off across x.xx995 can change the cut
-    text (x.xx99 <-> x.x(x+1)00), so no stored number may have all 9s or all 0s after its 2nd
-    decimal, except whole numbers (5.0000: exact in float32 on any device). Each of the others is
-    at least one unit of its last printed digit from that edge (147.4132: 7e-3 from 147.41995, thousands of
-    float32 ulps; round-off is a few)."""
-    checked = 0
-    for name, i, text in stored_outputs():
-        for m in re.finditer(r"(?<![\w.])-?(\d+)\.(\d{2})(\d{2,})(?![\w.])", text):
-            whole = set(m.group(2) + m.group(3)) == {"0"}
-            at_risk = set(m.group(3)) == {"9"} or (set(m.group(3)) == {"0"} and not whole)
-            assert not at_risk, f"{name} cell {i}: {m.group(0)} is within round-off of the GPU rule's cut"
-            checked += 1
-    assert checked > 0
 
 
 @pytest.mark.cuda

@@ -139,7 +139,8 @@ if "--wrap" in args:
     dep = opts.get("--dependency", "")
     assert dep.startswith("afterok:") and dep[8:] in done, f"unmet dependency {{dep!r}} (done: {{done}})"
     with open(f"slurm-{{jobid}}.out", "w") as log:
-        code = subprocess.call(["bash", "-c", args[args.index("--wrap") + 1]], stdout=log, stderr=subprocess.STDOUT)
+        wrapped = args[args.index("--wrap") + 1]
+        code = subprocess.call(["bash", "-c", wrapped], stdout=log, stderr=subprocess.STDOUT)
 else:
     script = [a for a in args if not a.startswith("--")][0]
     text = open(script).read()
