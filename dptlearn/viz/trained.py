@@ -107,8 +107,9 @@ def plot_confidence_and_error(img: torch.Tensor, conf: torch.Tensor, err: torch.
     im = axes[1].imshow(conf.log().masked_fill(~m, float("nan")).cpu().numpy(), cmap="viridis")
     axes[1].set_title(f"log confidence {fmt_shape(conf.shape)}", fontsize=9)
     fig.colorbar(im, ax=axes[1], fraction=0.03)
-    im = axes[2].imshow(err.masked_fill(~m, float("nan")).cpu().numpy(), cmap="magma")
-    axes[2].set_title(f"error {fmt_shape(err.shape)}", fontsize=9)
+    vmax = err.cpu()[m].quantile(0.95).item()  # a few huge errors would otherwise flatten the colour scale
+    im = axes[2].imshow(err.masked_fill(~m, float("nan")).cpu().numpy(), cmap="magma", vmin=0, vmax=vmax)
+    axes[2].set_title(f"error {fmt_shape(err.shape)} (colours cap at 95th pct)", fontsize=9)
     fig.colorbar(im, ax=axes[2], fraction=0.03)
     for ax in axes[:3]:
         ax.set_xticks([]), ax.set_yticks([])
