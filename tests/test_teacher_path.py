@@ -113,7 +113,7 @@ def make_fork(root: Path) -> Path:
     return fork
 
 
-def env_for(fork: Path, extra_path: Path | None = None) -> dict:
+def env_for(extra_path: Path | None = None) -> dict:
     path = os.pathsep.join(([str(extra_path)] if extra_path else []) + [os.environ.get("PATH", "")])
     return dict(os.environ, PATH=path, PYTHONPATH=str(ROOT))
 
@@ -242,7 +242,7 @@ def test_every_teacher_command_runs_on_the_fixture_class(tmp_path):
     fake_bin = tmp_path / "slurm-bin"
     fake_bin.mkdir()
     write_exe(fake_bin / "sbatch", FAKE_SBATCH.format(python=sys.executable))
-    env = env_for(fork)
+    env = env_for()
     expected = {k: str(v) for k, v in EXPECTED.items()}
     books, blocks = {}, {}
     for tag, arg, body in teacher_blocks():
@@ -264,7 +264,7 @@ def test_every_teacher_command_runs_on_the_fixture_class(tmp_path):
             syntax = subprocess.run(["bash", "-n", arg], cwd=fork, capture_output=True, text=True)
             assert syntax.returncode == 0, syntax.stderr
         elif tag == "teacher-slurm":
-            bash(body, fork, env_for(fork, fake_bin))
+            bash(body, fork, env_for(fake_bin))
             assert len((fork / ".sbatch-jobs").read_text().split()) == 2     # the array, the merge
             books["slurm"] = gradebook(fork / "grading-report")
         else:
