@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import sys
 import time
 from pathlib import Path
@@ -79,8 +80,9 @@ def main(argv: list[str]) -> int:
             write(work / f"step_{step}.pt", weights, step)
 
     hist = train(model, train_data, steps=a.steps, batch_size=a.batch_size, lr=a.lr, loss="conf", seed=a.seed,
-                 log_every=50, warmup=a.warmup, final_lr=a.final_lr, weight_decay=a.weight_decay, clip=a.clip,
-                 ema=a.ema, augment=bool(a.augment), progress=False, callback=checkpoint)
+                 log_every=math.gcd(50, a.checkpoint_every), warmup=a.warmup, final_lr=a.final_lr,
+                 weight_decay=a.weight_decay, clip=a.clip, ema=a.ema, augment=bool(a.augment), progress=False,
+                 callback=checkpoint)
     for s, l in zip(hist["step"][::10], hist["loss"][::10]):
         print(f"  step {s:5d} loss {l:.4f}")
     params = [p.detach() for p in model.parameters() if p.requires_grad]  # train() copied the EMA in
