@@ -26,7 +26,8 @@ from dptlearn.course.grading.reportdir import (MANIFEST, ReportDirError, fresh_r
                                                run_manifest, write_manifest)
 from dptlearn.course.grading.submissions import (Student, assign_students, find_assignment,
                                                  identify_student, in_shard, original_name,
-                                                 parse_shard, shard_of)
+                                                 parse_shard, report_names, shard_of)
+from dptlearn.course.grading.submissions import NAME_BYTES
 
 sys.path.insert(0, str(Path(__file__).parent / "grading"))
 import crafted  # noqa: E402
@@ -522,6 +523,26 @@ def test_summary_md_shows_untrusted_text_as_plain_text():
     assert "&lt;img src=x onerror=alert(1)&gt; \\!\\[p\\](https://evil.example/p.png)" in md
     assert "| &lt;b&gt;eve&lt;/b&gt; \\[x\\](y) |" in md
     assert "\\\\\\[x\\](y)" in md           # a backslash of the text cannot undo an escape
+
+
+def test_report_names_are_short_deterministic_and_never_the_graders_own():
+    long = "02_rearrange-" + "é" * 300
+    names = report_names([f"c/eve/{long}.ipynb", f"c/eve/{long}x.ipynb", "c/eve/dptlearn-report.ipynb",
+                          "c/bob/Summary.ipynb", "c/ann/.x.ipynb", "c/x.ipynb", "c/x.ipynb",
+                          "c/x-2.ipynb"])
+    assert [len(n.encode()) <= NAME_BYTES + 11 for n in names[:2]] == [True, True]
+    assert names[0] != names[1] and names[0].startswith("02_rearrange-éé")
+    assert names[0] == report_names([f"other/eve/{long}.ipynb"])[0]     # the same on every shard
+    assert names[2:] == ["submission-dptlearn-report", "submission-Summary", "submission-.x",
+                         "x", "x-2", "x-2-2"]
+
+
+def test_a_report_name_the_file_system_refuses_costs_only_that_name(tmp_path):
+    r = Result("c/eve/a.ipynb", "n" * 300, "02_rearrange", exercises=[exercise("grid", 0, 3, "x")])
+    grade.write_reports(tmp_path, r)
+    assert r.name.startswith("submission-") and "could not be written" in r.notes[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{r.name}.json", f"{r.name}.junit.xml"]
+    assert json.loads((tmp_path / f"{r.name}.json").read_text())["name"] == r.name
 
 
 def test_results_round_trip_through_json():

@@ -29,6 +29,7 @@ rules are in docs/grading.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -134,12 +135,33 @@ def _grade_into(results: list[Result], assignments: list[Assignment], opts: Opti
     settings = Settings(opts.timeout, opts.jobs, opts.device, opts.warm_kernels, opts.sandbox)
     grade_all(results, assignments, settings, Path(dptlearn.__file__).resolve().parent, progress)
     for r in results:
-        if r.exercises:
-            write_partial_junit(opts.report_dir / f"{r.name}.junit.xml", r)
-        write_result(opts.report_dir, r)
+        write_reports(opts.report_dir, r)
         progress(f"{r.score:>4}/{r.max_score:<4} {r.duration_s:6.1f}s  {r.submission}"
                  + (f"  ({r.error})" if r.error else ""))
     write_summaries(opts.report_dir, results)
+
+
+def write_reports(report_dir: Path, r: Result) -> None:
+    """``<name>.junit.xml`` and ``<name>.json``; a name the file system refuses (too long for
+    it, say) costs that submission its name, not the class its reports."""
+    for attempt in range(2):
+        try:
+            if r.exercises:
+                write_partial_junit(report_dir / f"{r.name}.junit.xml", r)
+            write_result(report_dir, r)
+            return
+        except OSError as exc:
+            if attempt:
+                raise
+            for ext in (".json", ".junit.xml"):
+                try:
+                    (report_dir / f"{r.name}{ext}").unlink(missing_ok=True)
+                except OSError:             # the name itself is what the system refuses
+                    pass
+            fallback = "submission-" + hashlib.sha256(r.submission.encode()).hexdigest()[:16]
+            r.notes.append(f"its reports could not be written as {r.name!r} "
+                           f"({exc.strerror or type(exc).__name__}); they are {fallback}.*")
+            r.name = fallback
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 Canvas and Moodle download names) and which assignment they answer; sharding by student."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -12,6 +13,8 @@ from ..exercises import Assignment
 from .report import Result
 
 MAX_NOTEBOOK_BYTES = 200 * 2**20
+NAME_BYTES = 80                 # report file stems are cut to this many bytes (+ a hash)
+RESERVED_NAMES = {"dptlearn-report", "summary", "gradebook"}   # stems of the class files
 
 
 class InvalidSubmission(Exception):
@@ -34,7 +37,11 @@ def expand_submissions(args: list[str]) -> list[str]:
 def report_names(paths: list[str]) -> list[str]:
     """Unique file stems for the reports: the shortest distinguishing tail of each path.
 
-    ``alice/03.ipynb`` and ``bob/03.ipynb`` become ``alice__03`` and ``bob__03``.
+    ``alice/03.ipynb`` and ``bob/03.ipynb`` become ``alice__03`` and ``bob__03``. Characters
+    other than letters, digits, ``.``, ``_`` and ``-`` become ``_``; a stem longer than
+    ``NAME_BYTES`` is cut and gets a short hash of the whole (the same on every shard); a stem
+    the grader writes itself (``dptlearn-report``, ``summary``, ``gradebook``, a hidden name)
+    gets the prefix ``submission-``.
     """
     parts = [Path(os.path.abspath(p)).with_suffix("").parts for p in paths]
 
@@ -50,13 +57,27 @@ def report_names(paths: list[str]) -> list[str]:
             break
         for i in grow:
             depth[i] += 1
-    seen: dict[str, int] = {}
+    taken: set[str] = set()
     unique = []
-    for n in names:                      # the same path given twice: number the repeats
-        n = "".join(c if c.isalnum() or c in "._-" else "_" for c in n) or "submission"
-        seen[n] = seen.get(n, 0) + 1
-        unique.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    for n in map(safe_name, names):      # the same path given twice: number the repeats
+        k, name = 1, n
+        while name.casefold() in taken:
+            k += 1
+            name = f"{n}-{k}"
+        taken.add(name.casefold())
+        unique.append(name)
     return unique
+
+
+def safe_name(text: str) -> str:
+    """A report file stem for ``text`` (see ``report_names``)."""
+    n = "".join(c if c.isalnum() or c in "._-" else "_" for c in text) or "submission"
+    if len(n.encode()) > NAME_BYTES:
+        digest = hashlib.sha256(n.encode()).hexdigest()[:10]
+        n = n.encode()[:NAME_BYTES].decode("utf-8", "ignore") + "-" + digest
+    if n.startswith(".") or n.casefold() in RESERVED_NAMES:
+        n = "submission-" + n
+    return n
 
 
 def read_submission(path: Path) -> dict:
