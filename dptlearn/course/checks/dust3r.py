@@ -115,10 +115,13 @@ class Capstone(Check):
             try:
                 PART_CHECKS[name].judge(sub, segment)
             except CheckFailed as e:
+                where = f"your {name} from {PART_NOTEBOOK[name]}.ipynb"
                 why = str(e).removeprefix(f"{name}: ")
-                todo = "not written yet" if why.startswith("not implemented yet") else "wrong"
-                self.fail(f"your {name} from {PART_NOTEBOOK[name]}.ipynb is {todo}: {why} — fix it there, save it, "
-                          f"and run this notebook again from the top", *e.flags)
+                if why.startswith("not implemented yet"):
+                    self.fail(f"{where} is not written yet (it raises NotImplementedError): write it there, save "
+                              f"it, and run this notebook again from the top", *e.flags)
+                self.fail(f"{where} is wrong: {why} — fix it there, save it, and run this notebook again from the "
+                          f"top", *e.flags)
         Check._no_reference(self, results[end:])
         return end
 
