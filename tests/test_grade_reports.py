@@ -35,24 +35,65 @@ import crafted  # noqa: E402
 
 # ----------------------------------------------------------------------------- whose notebook
 
-@pytest.mark.parametrize("path, roots, expected", [
-    ("subs/doejane_123_4567_02_rearrange.ipynb", ["subs"],                        # Canvas
-     Student("doejane", "123", "canvas")),
-    ("subs/doejane_LATE_123_4567_02_rearrange.ipynb", ["subs"],                   # Canvas, late
-     Student("doejane", "123", "canvas", late=True)),
-    ("subs/Jane Doe_98765_assignsubmission_file_02_rearrange.ipynb", ["subs"],    # Moodle file
-     Student("Jane Doe", source="moodle")),
-    ("subs/Jane Doe_98765_assignsubmission_file_/02_rearrange.ipynb", ["subs"],   # Moodle folder
-     Student("Jane Doe", source="moodle")),
-    ("subs/alice/02_rearrange.ipynb", ["subs"], Student("alice")),              # plain folder
-    ("subs/alice/week1/02_rearrange.ipynb", ["subs"], Student("alice")),        # nested in it
-    ("subs/alice/02_rearrange.ipynb", ["subs/alice/02_rearrange.ipynb"], Student("alice")),
-    ("subs/alice/02_rearrange.ipynb", ["subs/alice"], Student("alice")),        # its own folder
-    ("class/02_rearrange.ipynb", ["class"], Student("class")),                  # no LMS name
-    ("subs/alice/doejane_1_2_02_rearrange.ipynb", ["subs"], Student("alice")),  # folder wins
+@pytest.mark.parametrize("path, roots, flat, expected", [
+    ("subs/doejane_123_4567_02_rearrange.ipynb", ["subs"], True,                   # Canvas
+     Student("doejane", "123", "canvas", folder="subs")),
+    ("subs/doejane_LATE_123_4567_02_rearrange.ipynb", ["subs"], True,              # Canvas, late
+     Student("doejane", "123", "canvas", late=True, folder="subs")),
+    ("subs/Jane Doe_98765_assignsubmission_file_02_rearrange.ipynb", ["subs"], True,  # Moodle
+     Student("Jane Doe", source="moodle", folder="subs")),
+    ("subs/Jane Doe_98765_assignsubmission_file_/02_rearrange.ipynb", ["subs"], True,  # folder
+     Student("Jane Doe", source="moodle", folder="subs/Jane Doe_98765_assignsubmission_file_")),
+    ("subs/alice/02_rearrange.ipynb", ["subs"], True, Student("alice", folder="subs/alice")),
+    ("subs/alice/week1/02_rearrange.ipynb", ["subs/"], True,                        # nested
+     Student("alice", folder="subs/alice")),
+    ("subs/alice/02_rearrange.ipynb", ["subs/alice/02_rearrange.ipynb"], True,
+     Student("alice", folder="subs/alice")),
+    ("subs/alice/02_rearrange.ipynb", ["subs/alice"], True,                         # its folder
+     Student("alice", folder="subs/alice")),
+    ("class/02_rearrange.ipynb", ["class"], True, Student("class", folder="class")),  # no LMS
+    ("subs/alice/doejane_1_2_02_rearrange.ipynb", ["subs"], True,                    # folder wins
+     Student("alice", folder="subs/alice")),
+    ("subs/eve/alice_1_assignsubmission_file_01.ipynb", ["subs/eve/alice_1_assignsubmission_file_01.ipynb"],
+     False, Student("eve", folder="subs/eve")),     # files of several folders: no LMS names
+    ("dl/alice_1_assignsubmission_file_01.ipynb", ["dl/alice_1_assignsubmission_file_01.ipynb"],
+     True, Student("alice", source="moodle", folder="dl")),   # a flat download, given as files
 ])
-def test_students_from_folders_and_lms_download_names(path, roots, expected):
-    assert identify_student(path, roots) == expected
+def test_students_from_folders_and_lms_download_names(path, roots, flat, expected):
+    assert identify_student(path, roots, flat) == expected
+
+
+def test_a_download_name_in_a_students_own_folder_claims_nobody():
+    """Eve's ``submissions/eve/alice_1_assignsubmission_file_01.ipynb`` given through the shell's
+    ``submissions/*/*.ipynb``: her own, in her own sandbox, never Alice's."""
+    paths = ["submissions/alice/02_rearrange.ipynb",
+             "submissions/eve/alice_1_assignsubmission_file_01_tokens_and_hooks.ipynb",
+             "submissions/honest/02_rearrange.ipynb"]
+    results = [Result(p, n) for p, n in zip(paths, report_names(paths))]
+    assign_students(results, paths)
+    assert [r.student for r in results] == ["alice", "eve", "honest"]
+    assert len({r.student_key for r in results}) == 3 and all(r.notes == [] for r in results)
+
+
+def test_two_folders_claiming_one_student_stay_two_students_with_a_note():
+    paths = ["week1/alice/01.ipynb", "week2/alice/02.ipynb", "dl/alice_7_1_03.ipynb",
+             "dl/alice_7_2_04.ipynb", "dl2/alice_7_3_05.ipynb"]
+    results = [Result(p, n) for p, n in zip(paths, report_names(paths))]
+    assign_students(results, ["week1", "week2", "dl", "dl2"])
+    keys = [r.student_key for r in results]
+    assert keys[2] == keys[3] and len(set(keys)) == 4
+    assert results[0].notes == results[1].notes == [
+        "two folders claim student 'alice' (week1/alice, week2/alice); each is graded as a "
+        "student of its own"]
+    assert results[2].notes == results[4].notes == [
+        "two folders claim student 'alice' (dl, dl2); each is graded as a student of its own"]
+    assert len(gradebook_csv(graded_like(results)).splitlines()) == 1 + 4
+
+
+def graded_like(results: list[Result]) -> list[Result]:
+    for r in results:
+        r.assignment, r.exercises = "02_rearrange", [exercise("grid", 1, 1)]
+    return results
 
 
 @pytest.mark.parametrize("name, original", [
@@ -76,6 +117,7 @@ def test_student_keys_group_canvas_by_user_id_and_others_by_name():
          ("bob", None, "folder"), ("Bob", None, "moodle")]
     keys = [r.student_key for r in results]
     assert keys[0] == keys[2] and keys[1] == keys[3] and len(set(keys)) == 3
+    assert keys[0] == "id:123@subs" and keys[1] == "name:bob@subs/bob"
     assert results[0].notes == ["handed in late (Canvas's download name says LATE)"]
     assert results[1].notes == []
 

@@ -47,6 +47,7 @@ class Result:
     student: str | None = None          # folder name, or the LMS download name's student
     student_id: str | None = None       # the LMS's user id, where the file name carries it
     student_from: str | None = None     # "folder", "canvas" or "moodle"
+    student_folder: str | None = None   # the folder the student comes from, as given
     notes: list[str] = field(default_factory=list)   # metadata vs file name, late, ...
 
     def to_json(self) -> dict:
@@ -65,9 +66,11 @@ class Result:
     def student_key(self) -> str:
         """What groups one student's submissions: sandboxes, shards, gradebook rows.
 
-        Canvas's user id when the download name carries one, else the student's name.
+        Canvas's user id when the download name carries one, else the student's name; and
+        the folder the student comes from: two folders never share a student.
         """
-        return f"id:{self.student_id}" if self.student_id else f"name:{self.student or ''}"
+        who = f"id:{self.student_id}" if self.student_id else f"name:{self.student or ''}"
+        return f"{who}@{self.student_folder}" if self.student_folder else who
 
 
 # ----------------------------------------------------------------------------- per submission

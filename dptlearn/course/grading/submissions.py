@@ -155,6 +155,7 @@ class Student:
     lms_id: str | None = None       # Canvas's user id (stable across assignments)
     source: str = "folder"          # "folder", "canvas" or "moodle"
     late: bool = False              # Canvas marked the file _LATE
+    folder: str = ""                # the folder the identity comes from, as given
 
 
 def original_name(filename: str) -> str:
@@ -163,30 +164,45 @@ def original_name(filename: str) -> str:
     return m["orig"] if m else filename
 
 
-def _from_folder(folder: str) -> Student:
-    m = MOODLE_FOLDER_RE.match(folder)
-    return Student(m["name"].strip(), source="moodle") if m else Student(folder)
+def _from_folder(name: str, folder: str) -> Student:
+    m = MOODLE_FOLDER_RE.match(name)
+    return (Student(m["name"].strip(), source="moodle", folder=folder) if m
+            else Student(name, folder=folder))
 
 
-def identify_student(path: str, roots: list[str]) -> Student:
+def _from_download_name(p: Path, folder: str) -> Student:
+    if m := CANVAS_FILE_RE.match(p.name):
+        return Student(m["name"], m["uid"], "canvas", late=bool(m["late"]), folder=folder)
+    if m := MOODLE_FILE_RE.match(p.name):
+        return Student(m["name"].strip(), source="moodle", folder=folder)
+    return _from_folder(p.parent.name or str(p.parent), folder)
+
+
+def _below(p: Path, roots: list[str]) -> tuple[str, tuple[str, ...]] | None:
+    """(the given folder, the path below it) for the nearest given folder holding ``p``."""
+    found = [(r, p.relative_to(Path(os.path.abspath(r))).parts) for r in roots
+             if Path(os.path.abspath(r)) in p.parents]
+    return min(found, key=lambda f: len(f[1])) if found else None
+
+
+def identify_student(path: str, roots: list[str], flat: bool = True) -> Student:
     """The student of ``path``, given the files and folders named on the command line.
 
     A file in a folder below a given folder belongs to that first folder (one folder per
     student; Moodle's ``Full Name_123_assignsubmission_file_`` folders give the full name).
-    A file lying directly in a given folder, or given itself, is named after its LMS
-    download name (Canvas, Moodle), else after the folder that holds it.
+    Download names (Canvas, Moodle) are read only where the LMS puts them: a file lying
+    directly in a given folder, or given itself when all the files given (``flat``) share one
+    folder; otherwise a file belongs to the folder that holds it. ``folder`` is where the
+    identity comes from: files of different folders never share a student.
     """
     p = Path(os.path.abspath(path))
-    folders = [Path(os.path.abspath(r)) for r in roots]
-    below = [p.relative_to(f).parts for f in folders if f in p.parents]
-    rel = min(below, key=len) if below else (p.name,)
-    if len(rel) > 1:
-        return _from_folder(rel[0])
-    if m := CANVAS_FILE_RE.match(p.name):
-        return Student(m["name"], m["uid"], "canvas", late=bool(m["late"]))
-    if m := MOODLE_FILE_RE.match(p.name):
-        return Student(m["name"].strip(), source="moodle")
-    return _from_folder(p.parent.name or str(p.parent))
+    below = _below(p, roots)
+    if below is not None and len(below[1]) > 1:
+        return _from_folder(below[1][0], os.path.normpath(os.path.join(below[0], below[1][0])))
+    folder = os.path.normpath(below[0] if below else os.path.dirname(path) or ".")
+    if below is not None or flat:
+        return _from_download_name(p, folder)
+    return _from_folder(p.parent.name or str(p.parent), folder)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -210,12 +226,27 @@ def shard_of(keys: list[str], n: int) -> dict[str, int]:
 
 
 def assign_students(results: list[Result], inputs: list[str]) -> None:
-    """Fill each result's student fields from its path (see ``identify_student``)."""
+    """Fill each result's student fields from its path (see ``identify_student``).
+
+    When several folders claim one student (the same Canvas id or name), each folder is graded
+    as a student of its own, and every one of their results says so in a note.
+    """
+    loose = {os.path.dirname(os.path.abspath(r.submission)) for r in results
+             if _below(Path(os.path.abspath(r.submission)), inputs) is None}
+    claims: dict[str, set[str]] = {}
     for r in results:
-        s = identify_student(r.submission, inputs)
+        s = identify_student(r.submission, inputs, flat=len(loose) <= 1)
         r.student, r.student_id, r.student_from = s.name, s.lms_id, s.source
+        r.student_folder = s.folder
+        claims.setdefault(s.lms_id or s.name, set()).add(s.folder)
         if s.late:
             r.notes.append("handed in late (Canvas's download name says LATE)")
+    for r in results:
+        folders = sorted(claims[r.student_id or r.student or ""])
+        if len(folders) > 1:
+            r.notes.append(f"{'two' if len(folders) == 2 else len(folders)} folders claim student "
+                           f"{r.student!r} ({', '.join(folders)}); each is graded as a student "
+                           f"of its own")
 
 
 def in_shard(results: list[Result], shard: tuple[int, int] | None) -> list[Result]:
