@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -491,6 +492,42 @@ def test_recorded_answers_are_read_defensively(tmp_path, monkeypatch):
     monkeypatch.setattr(verdicts, "MAX_RESULTS_BYTES", 100)
     with pytest.raises(verdicts.UnreadableResults, match="more than the 0 MiB limit"):
         verdicts.load_results(good)
+
+
+BOMBS = Path(__file__).parent / "grading" / "bombs"     # made by the red team (issue 9)
+
+
+def test_results_bombs_are_refused_before_any_judge_sees_them(tmp_path):
+    """A few kB of pickle reaching one list billions of times, deflated records, a stride-0
+    tensor claiming 10^12 elements, an over-long string, deep nesting, a sparse tensor, and messages
+    that are not strings: each refused quickly, with a message naming only types and sizes."""
+    import torch
+
+    from dptlearn.course.grading import verdicts
+
+    def saved(name, obj):
+        torch.save(obj, tmp_path / name)
+        return tmp_path / name
+
+    one = torch.zeros(1)
+    cases = [(BOMBS / "shared_lists.pt", "too large (more than 200000 items"),
+             (BOMBS / "deflated.pt", "not as torch.save writes it (compressed entries"),
+             (saved("view.pt", {"v": one.expand(10**6, 10**6)}), "more than 67108864 tensor"),
+             (saved("str.pt", ["x" * (verdicts.MAX_STR_CHARS + 1)]), "a string of more than"),
+             (saved("deep.pt", [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[0]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]),
+              "levels deep"),
+             (saved("sparse.pt", {"v": torch.eye(3).to_sparse()}), "holds a torch.sparse_coo tensor")]
+    for path, text in cases:
+        with pytest.raises(verdicts.UnreadableResults, match=re.escape(text)):
+            verdicts.load_results(path)
+    judge = verdicts.Judge.__new__(verdicts.Judge)
+    judge.broken, judge.calls = {}, {"x": verdicts.CheckCall("check_x", "x")}
+    for step, text in [({"raised": "ValueError", "message": ["lol"] * 3}, "'message' is a list"),
+                       ({"raised": 1, "message": "m"}, "'raised' is a int"),
+                       ({"value": 1, "calls": [None]}, "'calls' is not a list of str")]:
+        payload = verdicts.load_results(saved("steps.pt", {"check": "check_x", "results": [step]}))
+        passed, message, flags = judge.verdict("x", payload)
+        assert (passed, flags) == (False, ["forgery"]) and text in message, message
 
 
 def test_without_bubblewrap_the_grader_says_so_once_and_falls_back(tmp_path, monkeypatch):

@@ -30,6 +30,11 @@ from .plugin import clean_message, exercise_of
 from .view import HEAD_MODULES
 
 MAX_RESULTS_BYTES = 64 * 2**20
+MAX_ZIP_ENTRIES = 10_000        # records in one results file (torch.save: one per tensor storage)
+MAX_NODES = 200_000             # containers and scalars reached while walking a payload
+MAX_DEPTH = 40                  # nesting (the probe records at most ~12 levels)
+MAX_TENSOR_ELEMENTS = 2**26     # all tensors of one payload together
+MAX_STR_CHARS = 100_000         # one string
 DEFAULT_CHECKS = "dptlearn.course.checks"
 ALIASES = {"dptlearn.checks": DEFAULT_CHECKS}   # ``from dptlearn import checks`` resolves there
 PROBE_MODULE = "dptlearn.course.probe"
@@ -144,6 +149,10 @@ class Judge:
         if not isinstance(payload, dict) or payload.get("check") != self.calls[ex_id].name:
             return False, ("the recorded answer was not written by the grader's probe "
                            "(forged or damaged results file)"), ["forgery"]
+        bad = check_steps(payload.get("results"))
+        if bad:
+            return False, (f"the recorded answer was not written by the grader's probe ({bad}): "
+                           f"forged or damaged results file"), ["forgery"]
         try:
             what = self.checks[ex_id].judge(self.cases[ex_id], payload.get("results"))
         except AssertionError as exc:                     # CheckFailed: "<name>: <why>"
@@ -179,17 +188,91 @@ def read_untrusted(path: Path, limit: int) -> bytes:
 
 
 def load_results(path: Path) -> Any:
-    """The data a probe recorded, read without trusting the file (see UnreadableResults)."""
+    """The data a probe recorded, read without trusting the file (see UnreadableResults).
+
+    Before unpickling: a torch zip whose every entry is stored uncompressed (no deflate bomb).
+    After: plain data within ``check_data``'s budget, before any judge touches it.
+    """
     import io
+    import zipfile
 
     import torch
 
     data = read_untrusted(path, MAX_RESULTS_BYTES)
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        entries = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise UnreadableResults(f"the recorded answer is not readable data (not a torch zip "
+                                f"file: {exc})") from None
+    packed = [e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED]
+    if packed or len(entries) > MAX_ZIP_ENTRIES:
+        raise UnreadableResults(clean_message(
+            f"the recorded answer is not as torch.save writes it ("
+            + (f"compressed entries {packed[:3]}" if packed else f"{len(entries)} entries")
+            + ")", 200))
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - whatever the file holds, it is not an answer
         raise UnreadableResults(clean_message(f"the recorded answer is not readable data "
                                               f"({type(exc).__name__}: {exc})", 200)) from None
+    check_data(payload)
+    return payload
+
+
+def check_data(obj: Any) -> None:
+    """UnreadableResults unless ``obj`` is plain data of bounded size.
+
+    Plain data: None, bool, int, float, str (at most ``MAX_STR_CHARS``), list, tuple, dict,
+    and strided tensors (``weights_only`` already refuses ints of more than 255 bytes). Every node counts each time it is
+    reached, shared references included (a few kilobytes of pickle can reach a list billions
+    of times), against ``MAX_NODES``; tensors count their elements (a stride-0 view of one
+    number can claim any size) against ``MAX_TENSOR_ELEMENTS``. Only type names go into the
+    message: the data itself is never turned into text here.
+    """
+    import torch
+
+    nodes = elements = 0
+    stack = [(obj, 0)]
+    while stack:
+        x, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES or depth > MAX_DEPTH:
+            raise UnreadableResults(f"the recorded answer is too large (more than {MAX_NODES} "
+                                    f"items or {MAX_DEPTH} levels deep)")
+        kind = type(x)
+        if kind in (dict, list, tuple):
+            items = [v for kv in x.items() for v in kv] if kind is dict else x
+            stack += [(v, depth + 1) for v in items]
+        elif kind is torch.Tensor:
+            if x.layout != torch.strided:
+                raise UnreadableResults(f"the recorded answer holds a {x.layout} tensor")
+            elements += x.numel()
+            if elements > MAX_TENSOR_ELEMENTS:
+                raise UnreadableResults(f"the recorded answer holds more than "
+                                        f"{MAX_TENSOR_ELEMENTS} tensor elements")
+        elif kind is str and len(x) > MAX_STR_CHARS:
+            raise UnreadableResults(f"the recorded answer holds a string of more than "
+                                    f"{MAX_STR_CHARS} characters")
+        elif kind not in (str, int, float, bool, type(None)):
+            raise UnreadableResults(f"the recorded answer holds a {kind.__name__[:40]}, which is "
+                                    f"not plain data")
+
+
+def check_steps(results: Any) -> str | None:
+    """Why the steps of a loaded payload are not what the probe writes, or None: the fields that
+    messages quote (``raised``, ``message``, ``calls``) must be strings."""
+    if not isinstance(results, list):
+        return "its results are not a list"
+    for i, step in enumerate(results):
+        if not isinstance(step, dict):
+            return f"step {i} is a {type(step).__name__}, not a dict"
+        for key in ("raised", "message"):
+            if key in step and not isinstance(step[key], str):
+                return f"step {i}'s {key!r} is a {type(step[key]).__name__}, not a str"
+        calls = step.get("calls", [])
+        if not (isinstance(calls, list) and all(isinstance(c, str) for c in calls)):
+            return f"step {i}'s 'calls' is not a list of str"
+    return None
 
 
 # ----------------------------------------------------------------------------- flags
