@@ -277,7 +277,8 @@ def test_grading_a_student_folder_and_a_lone_06(tmp_path):
                (json.loads(p.read_text()) for p in (tmp_path / "report").glob("*.json")) if "student" in r}
     alice, bob = reports["alice", "06_dust3r_head"], reports["bob", "06_dust3r_head"]
     assert alice["score"] == alice["max_score"] == 10, alice
-    assert all(r["score"] == r["max_score"] for r in reports.values() if r["student"] == "alice")
+    assert all(r["score"] == r["max_score"] and not any(e["flags"] for e in r["exercises"])
+               for r in reports.values() if r["student"] == "alice")
     assert bob["score"] == 0 and bob["error"] is None, bob
     for ex in bob["exercises"]:
         assert ex["message"].startswith(f"{ex['id']}: 06_dust3r_head needs your answers from "
