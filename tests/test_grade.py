@@ -264,6 +264,7 @@ def test_clean_message_strips_ansi_and_truncates():
 @pytest.mark.parametrize("args, text", [
     (["missing.ipynb"], "no such submission file: missing.ipynb"),
     (["--jobs", "0", "x.ipynb"], "--jobs: expected a positive number"),
+    (["--student-limit", "0", "x.ipynb"], "--student-limit: expected a positive number of seconds"),
     (["--solutions", "nowhere", "x.ipynb"], "--solutions: expected a folder"),
     ([], "the following arguments are required"),
 ])
@@ -312,19 +313,51 @@ def test_device_and_threads_reach_the_kernel_environment():
     assert env["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
 
 
-def test_watchdog_kills_a_runaway_run_and_keeps_finished_checks(tmp_path, monkeypatch):
-    """A cell that outlives the run's wall-clock limit (not the cell timeout) is cut off."""
+@pytest.mark.parametrize("limit", ["notebook", "student"])
+def test_watchdog_kills_a_runaway_run_and_keeps_finished_checks(tmp_path, monkeypatch, limit):
+    """A cell that outlives the run's wall-clock limit (not the cell timeout) is cut off: the
+    notebook's own limit, or the limit for all of one student's notebooks."""
     nb = crafted.solution_nb()
     crafted.set_source(nb, "grid", "solution", "import time\ntime.sleep(600)")
     sub = tmp_path / "slow" / f"{crafted.ASSIGNMENT}.ipynb"
     sub.parent.mkdir()
     sub.write_text(json.dumps(nb))
-    monkeypatch.setattr(runner, "watchdog_seconds", lambda nb, timeout: 8.0)
     opts = grade.Options(crafted.SOLUTIONS, tmp_path / "report", timeout=300)
+    if limit == "notebook":
+        monkeypatch.setattr(runner, "watchdog_seconds", lambda nb, a, timeout: 8.0)
+        text = "not graded: the notebook ran past the grader's limit of 8 s"
+    else:
+        opts.student_limit = 8.0
+        text = "not graded: this student's notebooks ran past the grader's limit of 8 s for one"
     (r,) = grade.grade([str(sub)], opts, progress=lambda _: None)
-    assert r.error.startswith("not graded: the notebook ran past the grader's limit of 8 s")
+    assert r.error.startswith(text), r.error
     assert [e.passed for e in r.exercises][1:] == [False, False] and r.score in (0, 1)
     assert (tmp_path / "report" / "01_fixture.junit.xml").exists()
+
+
+def test_the_watchdog_counts_the_solutions_cells_not_the_submissions():
+    a = fixture_assignment()
+    n = sum(c["cell_type"] == "code" for c in a.nb["cells"])
+    huge = {"cells": [crafted.code_cell("1")] * 100_000}
+    assert runner.watchdog_seconds(huge, a, 10) == runner.watchdog_seconds(
+        {"cells": [crafted.code_cell("1")] * (n + runner.EXTRA_CELLS)}, a, 10)
+    assert runner.watchdog_seconds({"cells": []}, a, 10) == 60
+
+
+@pytest.mark.parametrize("make, text", [
+    (lambda nb: nb["cells"].extend([crafted.code_cell("1")] * 1000), "cells, more than the "
+     "grader's limit of 1000"),
+    (lambda nb: nb["metadata"].update(junk="x" * (21 * 2**20)), "MiB, more than the grader's "
+     "limit of 20 MiB (clear the outputs"),
+])
+def test_oversized_notebooks_are_refused_at_intake(tmp_path, make, text):
+    from dptlearn.course.grading.submissions import InvalidSubmission, read_submission
+
+    nb = crafted.solution_nb()
+    make(nb)
+    (tmp_path / "big.ipynb").write_text(json.dumps(nb))
+    with pytest.raises(InvalidSubmission, match=re.escape(text)):
+        read_submission(tmp_path / "big.ipynb")
 
 
 # ----------------------------------------------------------------------------- warm kernels

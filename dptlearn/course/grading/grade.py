@@ -5,6 +5,7 @@ Usage::
     dptlearn-grade SUBMISSION.ipynb|FOLDER ... [--report-dir DIR] [--jobs N]
                    [--device cpu|cuda] [--solutions DIR] [--timeout SECONDS]
                    [--no-warm-kernels] [--shard K/N] [--no-sandbox]
+                   [--student-limit SECONDS]
     dptlearn-grade merge DIR ... --report-dir OUT
 
 For each submission the grader
@@ -38,7 +39,7 @@ from pathlib import Path
 from ..exercises import Assignment, SourceError, read_assignments, repo_root
 from .report import Result, write_partial_junit, write_result, write_summaries
 from .reportdir import ReportDirError, fresh_report_dir, merge_main, run_manifest, write_manifest
-from .runner import Settings, grade_all
+from .runner import STUDENT_LIMIT_S, Settings, grade_all
 from .submissions import assign_students, expand_submissions, in_shard, parse_shard, report_names
 
 DEFAULT_TIMEOUT_S = 120.0
@@ -55,6 +56,7 @@ class Options:
     inputs: list[str] = field(default_factory=list)   # files and folders as given (students)
     shard: tuple[int, int] | None = None    # grade only shard K of N (of the students)
     sandbox: bool = True                # False: never use bubblewrap (the fallback)
+    student_limit: float = STUDENT_LIMIT_S  # wall-clock seconds for all of one student's notebooks
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -78,6 +80,9 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Options]:
                    help="folder of solution notebooks (default: the repository's solutions/)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
                    help="per-cell time limit in seconds (default: %(default)s)")
+    p.add_argument("--student-limit", type=float, default=STUDENT_LIMIT_S, metavar="SECONDS",
+                   help="wall-clock limit for all of one student's notebooks together "
+                        "(default: %(default)s)")
     p.add_argument("--no-warm-kernels", dest="warm_kernels", action="store_false",
                    help="start every kernel from scratch instead of forking it from a server "
                         "that has imported the solutions' modules (slower; same scores)")
@@ -94,8 +99,9 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Options]:
         p.error(f"--shard: {exc}")
     if args.jobs < 1:
         p.error(f"--jobs: expected a positive number, got {args.jobs}")
-    if args.timeout <= 0:
-        p.error(f"--timeout: expected a positive number of seconds, got {args.timeout}")
+    for flag, value in (("--timeout", args.timeout), ("--student-limit", args.student_limit)):
+        if value <= 0:
+            p.error(f"{flag}: expected a positive number of seconds, got {value:g}")
     solutions = args.solutions or default_solutions()
     if not solutions.is_dir():
         p.error(f"--solutions: expected a folder of solution notebooks, got {solutions}")
@@ -105,7 +111,8 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Options]:
         p.error(f"no such submission file: {', '.join(missing)}" if missing else
                 "no .ipynb files found in the given folders")
     return subs, Options(solutions, args.report_dir, args.timeout, args.device, args.jobs,
-                         args.warm_kernels, args.submissions, shard, args.sandbox)
+                         args.warm_kernels, args.submissions, shard, args.sandbox,
+                         args.student_limit)
 
 
 def grade(submissions: list[str], opts: Options, progress=print) -> list[Result]:
@@ -132,7 +139,8 @@ def _grade_into(results: list[Result], assignments: list[Assignment], opts: Opti
                 progress) -> None:
     import dptlearn
 
-    settings = Settings(opts.timeout, opts.jobs, opts.device, opts.warm_kernels, opts.sandbox)
+    settings = Settings(opts.timeout, opts.jobs, opts.device, opts.warm_kernels, opts.sandbox,
+                        opts.student_limit)
     grade_all(results, assignments, settings, Path(dptlearn.__file__).resolve().parent, progress)
     for r in results:
         write_reports(opts.report_dir, r)

@@ -39,6 +39,8 @@ from .submissions import InvalidSubmission, find_assignment, read_submission
 
 MAX_JUNIT_BYTES = 32 * 2**20
 PACKAGE_FILES = ("plugin.py", "warm.py", "launcher.py", "confine.py")
+EXTRA_CELLS = 10                # learner cells beyond the solution's that the watchdog allows for
+STUDENT_LIMIT_S = 600.0         # default wall-clock limit for all of one student's notebooks
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Settings:
     device: str | None = None
     warm_kernels: bool = True
     sandbox: bool = True                # False: the fallback, even where bwrap works
+    student_limit: float = STUDENT_LIMIT_S   # wall-clock seconds for one student, re-runs included
 
 
 @dataclass
@@ -138,9 +141,14 @@ def prepare(nb: dict, a: Assignment) -> dict:
             "nbformat": 4, "nbformat_minor": 5}
 
 
-def watchdog_seconds(nb: dict, timeout: float) -> float:
-    """Wall-clock limit for one notebook: generous enough for a replay after every cell."""
-    n_code = sum(c["cell_type"] == "code" for c in nb["cells"])
+def watchdog_seconds(nb: dict, a: Assignment, timeout: float) -> float:
+    """Wall-clock limit for one notebook: generous enough for a replay after every cell.
+
+    Counted on the *solution's* code cells, plus the learner's extra ones up to
+    ``EXTRA_CELLS``: a notebook of a million cells gets no more time than that.
+    """
+    n_solution = sum(c.get("cell_type") == "code" for c in a.nb["cells"])
+    n_code = min(sum(c["cell_type"] == "code" for c in nb["cells"]), n_solution + EXTRA_CELLS)
     return 60 + 2 * n_code * (timeout + plugin.KILL_GRACE_S + 5)
 
 
@@ -159,7 +167,7 @@ def stage(result: Result, assignments: list[Assignment], timeout: float,
         prepared = prepare(nb, a)
         identical = {ex.id: ref for ex in a.exercises
                      if (ref := verdicts.identical_to_reference(nb["cells"], ex.id, forms))}
-        return Staged(result, a, prepared, watchdog_seconds(prepared, timeout),
+        return Staged(result, a, prepared, watchdog_seconds(prepared, a, timeout),
                       verdicts.check_cell_flags(nb["cells"], a), identical)
     except InvalidSubmission as exc:
         a = find_assignment(nb, path, assignments, [])
@@ -283,15 +291,23 @@ class Run:
             argv.append(f"--dptlearn-preload={','.join(self.preload)}")
         return argv + [f"{{work}}/{k}.ipynb" for k in keys]
 
-    def run_group(self, group: list[Staged]) -> None:
+    def run_group(self, group: list[Staged], deadline: float | None = None) -> None:
         """Run one student's notebooks in one sandbox and score them; a run that ends without
-        a report is re-run notebook by notebook, each in a fresh sandbox."""
+        a report is re-run notebook by notebook, each in a fresh sandbox, until ``deadline``
+        (``time.monotonic()``; by default the student's limit from now)."""
+        if deadline is None:
+            deadline = time.monotonic() + self.settings.student_limit
+        own = sum(s.limit for s in group)
+        limit = min(own, deadline - time.monotonic())
+        if limit <= 0:
+            for s in group:
+                score(s, self.judge, Path("/nonexistent"), [], self.over_student_limit())
+            return
         box = sandbox.new_box(self.layout, self.next_index(), self.sandboxed)
         for s in group:
             (box.work / f"{s.key}.ipynb").write_text(json.dumps(s.nb, ensure_ascii=False),
                                                      encoding="utf-8")
         (box.work / "pytest.ini").write_text("[pytest]\n")
-        limit = sum(s.limit for s in group)
         cmd, env, cwd = sandbox.command(self.layout, box, self.pytest_argv([s.key for s in group]),
                                         int(limit) + 60, self.sandboxed, kernel_env(self.settings))
         t0 = time.monotonic()
@@ -305,17 +321,23 @@ class Run:
                 status, over = proc.wait(), True
         elapsed = time.monotonic() - t0
         junit = None if over else read_junit(box.work / "junit.xml")
-        if junit is None and len(group) > 1:
+        if junit is None and len(group) > 1 and time.monotonic() < deadline:
             for s in group:
-                self.run_group([s])
+                self.run_group([s], deadline)
         else:
-            why = None if junit is not None else ended_early(over, status, elapsed, limit)
+            why = None if junit is not None else (
+                self.over_student_limit() if over and limit < own
+                else ended_early(over, status, elapsed, limit))
             for s in group:
                 cases = [case_info(tc) for tc in (junit or {}).get(s.key, [])]
                 score(s, self.judge, box.results, cases, why or (
                     None if cases else "not graded: pytest reported nothing for this notebook"))
                 s.result.duration_s = sum(c["time"] for c in cases) if cases else elapsed
         shutil.rmtree(box.dir, ignore_errors=True)
+
+    def over_student_limit(self) -> str:
+        return (f"not graded: this student's notebooks ran past the grader's limit of "
+                f"{self.settings.student_limit:.0f} s for one student (--student-limit)")
 
 
 def ended_early(over: bool, status: int, elapsed: float, limit: float) -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 from ..exercises import Assignment
 from .report import Result
 
-MAX_NOTEBOOK_BYTES = 200 * 2**20
+MAX_NOTEBOOK_BYTES = 20 * 2**20   # a released notebook with outputs is well under 1 MiB
+MAX_CELLS = 1000                # the solutions have at most a few dozen
 NAME_BYTES = 80                 # report file stems are cut to this many bytes (+ a hash)
 RESERVED_NAMES = {"dptlearn-report", "summary", "gradebook"}   # stems of the class files
 
@@ -85,8 +86,9 @@ def read_submission(path: Path) -> dict:
     try:
         size = path.stat().st_size
         if size > MAX_NOTEBOOK_BYTES:
-            raise InvalidSubmission(f"not graded: the file is {size / 2**20:.0f} MiB, more than "
-                                    f"the {MAX_NOTEBOOK_BYTES // 2**20} MiB limit (clear outputs)")
+            raise InvalidSubmission(f"not graded: the file is {size / 2**20:.1f} MiB, more than "
+                                    f"the grader's limit of {MAX_NOTEBOOK_BYTES // 2**20} MiB "
+                                    f"(clear the outputs: Edit > Clear Outputs of All Cells)")
         nb = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise InvalidSubmission("not graded: the file does not exist") from None
@@ -94,6 +96,9 @@ def read_submission(path: Path) -> dict:
         raise InvalidSubmission(f"not a valid notebook: the file is not JSON ({exc})") from None
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise InvalidSubmission("not a valid notebook: expected a JSON object with a 'cells' list")
+    if len(nb["cells"]) > MAX_CELLS:
+        raise InvalidSubmission(f"not graded: the notebook has {len(nb['cells'])} cells, more "
+                                f"than the grader's limit of {MAX_CELLS}")
     if nb.get("nbformat", 4) != 4:
         raise InvalidSubmission(f"not a valid notebook: expected nbformat 4, got "
                                 f"{nb.get('nbformat')!r}; open and save it in JupyterLab")
