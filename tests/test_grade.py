@@ -454,14 +454,23 @@ def test_launcher_falls_back_to_a_plain_kernel_without_its_server(tmp_path):
 # ----------------------------------------------------------------------------- sandbox pieces
 
 def test_grading_view_stubs_every_name_of_the_head(tmp_path):
-    """Every function and class of a head module exists in the view; using one raises
-    ReferenceUseError naming it; literal constants stay; checks only print."""
+    """Every top-level module but __init__ and device is stubbed (also ones added later): its
+    functions and classes exist in the view and importing it works; using one raises
+    ReferenceUseError naming it; literal constants stay; checks only print. The probe's call
+    recorder watches the same modules."""
     import ast
 
+    from dptlearn.course import probe
     from dptlearn.course.grading import view
 
+    heads = view.head_modules(ROOT / "dptlearn")
+    assert {"tokens", "grid", "fused", "dust3r", "dpt_large", "hf"} <= set(heads)
+    assert not {"__init__", "device"} & set(heads) and probe.NOT_HEAD == view.REAL_MODULES
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "brand_new.py").write_text("def helper():\n    return 1\n")
+    assert view.head_modules(tmp_path / "new") == ["brand_new"]
     view.build_view(ROOT / "dptlearn", tmp_path)
-    for module in view.HEAD_MODULES:
+    for module in heads:
         real = {n.name for n in ast.parse((ROOT / "dptlearn" / f"{module}.py").read_text()).body
                 if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
         stub = {n.name for n in ast.parse((tmp_path / "dptlearn" / f"{module}.py").read_text()).body
@@ -487,12 +496,16 @@ print(err(lambda: Borrow()(1)))
 print(dptlearn.reassemble.REASSEMBLE_FACTORS)
 checks.tokens_to_grid(print)
 import dptlearn.viz.trace, dptlearn.train.loop, dptlearn.course.probe
+import importlib
+for _m in {heads!r}:
+    importlib.import_module("dptlearn." + _m)
+print(err(lambda: dptlearn.dpt_large.dpt_large_head()))
 """
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code.replace("{heads!r}", repr(heads))], env=env, capture_output=True, text=True,
                          cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.splitlines()[:5] == [
+    assert out.stdout.splitlines() == [
         "ReferenceUseError: uses dptlearn.grid.tokens_to_grid, the reference for this exercise: "
         "write your own",
         "ReferenceUseError: uses dptlearn.fusion.FusionBlock, the reference for this exercise: "
@@ -501,7 +514,9 @@ import dptlearn.viz.trace, dptlearn.train.loop, dptlearn.course.probe
         "exercise: write your own",
         "(4, 2, 1, 0.5)",
         "checks.tokens_to_grid: when grading, the checks run outside the notebook; the grader's "
-        "own check cell records your answer"]
+        "own check cell records your answer",
+        "ReferenceUseError: uses dptlearn.dpt_large.dpt_large_head, the reference for this "
+        "exercise: write your own"]
 
 
 def test_recorded_answers_are_read_defensively(tmp_path, monkeypatch):

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..exercises import Assignment, source_of, tags_of
 from .plugin import clean_message, exercise_of
-from .view import HEAD_MODULES
+from .view import head_modules
 
 MAX_RESULTS_BYTES = 64 * 2**20
 MAX_ZIP_ENTRIES = 10_000        # records in one results file (torch.save: one per tensor storage)
@@ -359,12 +359,10 @@ def normal_form(node: ast.AST) -> str:
 
 
 def reference_forms(package: Path) -> dict[str, str]:
-    """normal form -> ``dptlearn.<module>.<name>`` for every definition in the head modules."""
+    """normal form -> ``dptlearn.<module>.<name>`` for every definition the view stubs."""
     forms = {}
-    for module in HEAD_MODULES:
+    for module in head_modules(package):
         path = package / f"{module}.py"
-        if not path.exists():
-            continue
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and \
                     sum(1 for _ in ast.walk(node)) >= MIN_IDENTICAL_NODES:
