@@ -70,3 +70,17 @@ def test_the_shipped_exercises_load_and_their_stubs_raise(tmp_path):
     mine = load_answers("02_rearrange", root / "exercises")
     with pytest.raises(NotImplementedError):
         mine.tokens_to_grid(None, 1, 1)
+
+
+def test_figures_the_cells_draw_are_neither_shown_nor_kept(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    own = plt.figure()                          # the calling notebook's own figure stays open
+    show = plt.show
+    write_nb(tmp_path, "05_head_and_postprocess", [
+        code("import matplotlib.pyplot as plt\nfig = plt.figure()\nplt.show()\nREAL_SHOW = plt.show.__name__ == 'show'")])
+    mine = load_answers("05_head_and_postprocess", tmp_path)
+    assert mine.failed == [] and mine.REAL_SHOW is False      # plt.show did nothing while the cells ran
+    assert plt.show is show and plt.get_fignums() == [own.number]
+    plt.close(own)
