@@ -578,6 +578,40 @@ def test_results_bombs_are_refused_before_any_judge_sees_them(tmp_path):
         assert (passed, flags) == (False, ["forgery"]) and text in message, message
 
 
+def test_copies_of_the_reference_are_flagged_wherever_they_are():
+    """A verbatim copy in an untagged cell, in a string handed to exec, or in another exercise's
+    cell is flagged on the exercise it answers; one that answers none is noted; the solutions
+    themselves are clean."""
+    import ast
+
+    from dptlearn.course.grading import verdicts
+
+    a = next(x for x in exercises.read_assignments(ROOT / "solutions") if x.name == "02_rearrange")
+    grid_py = (ROOT / "dptlearn" / "grid.py").read_text()
+    tree = ast.parse(grid_py)
+    source = {n.name: ast.get_source_segment(grid_py, n) for n in tree.body
+              if isinstance(n, ast.FunctionDef)}
+    nb = copy.deepcopy(a.nb)
+    crafted.set_source(nb, "tokens_to_grid", "solution", "# see the cell above")
+    crafted.set_source(nb, "patch_grid", "solution", "exec(" + repr(source["patch_grid"]) + ")")
+    crafted.set_source(nb, "grid_to_tokens", "solution",
+                       "if True:\n" + "\n".join("    " + line for line in (
+                           source["tokens_to_grid"].replace("def tokens_to_grid", "def _helper")
+                           + "\n" + source["check_image_size"]).splitlines()))
+    nb["cells"].insert(1, crafted.code_cell(source["tokens_to_grid"]))
+    forms = verdicts.reference_forms(ROOT / "dptlearn")
+    found, notes = verdicts.identical_to_reference(nb["cells"], a, forms)
+    assert found == {"tokens_to_grid": "dptlearn.grid.tokens_to_grid",
+                     "patch_grid": "dptlearn.grid.patch_grid",
+                     "grid_to_tokens": "dptlearn.grid.tokens_to_grid"}
+    assert notes == []
+    nb["cells"].insert(1, crafted.code_cell(source["check_image_size"]))
+    assert verdicts.identical_to_reference(nb["cells"], a, forms)[1] == [
+        "a cell holds a copy of dptlearn.grid.check_image_size (identical after normalisation)"]
+    for x in exercises.read_assignments(ROOT / "solutions"):
+        assert verdicts.identical_to_reference(x.nb["cells"], x, forms) == ({}, [])
+
+
 def test_without_bubblewrap_the_grader_says_so_once_and_falls_back(tmp_path, monkeypatch):
     from dptlearn.course.grading import sandbox
 

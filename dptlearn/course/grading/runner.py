@@ -165,8 +165,8 @@ def stage(result: Result, assignments: list[Assignment], timeout: float,
                                     f"one of {sorted(x.name for x in assignments)})")
         set_assignment(result, a)
         prepared = prepare(nb, a)
-        identical = {ex.id: ref for ex in a.exercises
-                     if (ref := verdicts.identical_to_reference(nb["cells"], ex.id, forms))}
+        identical, copies = verdicts.identical_to_reference(nb["cells"], a, forms)
+        result.notes += copies
         return Staged(result, a, prepared, watchdog_seconds(prepared, a, timeout),
                       verdicts.check_cell_flags(nb["cells"], a), identical)
     except InvalidSubmission as exc:

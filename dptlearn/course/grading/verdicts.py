@@ -39,6 +39,7 @@ DEFAULT_CHECKS = "dptlearn.course.checks"
 ALIASES = {"dptlearn.checks": DEFAULT_CHECKS}   # ``from dptlearn import checks`` resolves there
 PROBE_MODULE = "dptlearn.course.probe"
 MIN_IDENTICAL_NODES = 25        # smaller definitions are too short to call a copy
+MAX_DEFS = 2000                 # definitions compared per cell
 
 
 class UnreadableResults(Exception):
@@ -309,20 +310,31 @@ def _normal(source: str) -> str:
     return "".join(source.split())
 
 
-def _solution_defs(cells: list[dict], ex_id: str) -> list[ast.AST]:
-    defs = []
-    for cell in cells:
-        tags = tags_of(cell)
-        if cell.get("cell_type") != "code" or "solution" not in tags or exercise_of(tags) != ex_id:
-            continue
-        text = "\n".join(line for line in source_of(cell).splitlines()
-                         if not line.lstrip().startswith(("%", "!")))
-        try:
-            tree = ast.parse(text)
-        except (SyntaxError, ValueError):
-            continue
-        defs += [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
-    return defs
+def _defs(source: str) -> list[ast.AST]:
+    """Every function and class definition in ``source``, also inside blocks and inside string
+    literals that parse as Python (source handed to ``exec``), at most ``MAX_DEFS``."""
+    text = "\n".join(line for line in source.splitlines()
+                     if not line.lstrip().startswith(("%", "!")))
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    defs: list[ast.AST] = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defs.append(node)
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and ("def " in node.value or "class " in node.value) and node.value != source):
+            defs += _defs(node.value)
+        if len(defs) >= MAX_DEFS:
+            break
+    return defs[:MAX_DEFS]
+
+
+def _names(ex_id: str, a: Assignment) -> set[str]:
+    """The names an exercise's answer goes by: its id and the names its check cell passes."""
+    expr = check_call(source_of(a.check_cell(ex_id))).expr
+    return {ex_id} | {n.id for n in ast.walk(ast.parse(expr)) if isinstance(n, ast.Name)}
 
 
 class _Normalise(ast.NodeTransformer):
@@ -370,10 +382,33 @@ def reference_forms(package: Path) -> dict[str, str]:
     return forms
 
 
-def identical_to_reference(cells: list[dict], ex_id: str, forms: dict[str, str]) -> str | None:
-    """The reference (``dptlearn.<module>.<name>``) an exercise's answer copies, if any."""
-    for node in _solution_defs(cells, ex_id):
-        hit = forms.get(normal_form(node))
-        if hit:
-            return hit
-    return None
+def identical_to_reference(cells: list[dict], a: Assignment,
+                           forms: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Copies of dptlearn's reference in a notebook: ({exercise: the reference it copies},
+    notes on copies that belong to no exercise).
+
+    Every code cell counts, not only solution cells: a copy in an exercise's solution cell is
+    that exercise's; one elsewhere (a cell without tags, a string handed to ``exec``) belongs
+    to the exercise whose name, or whose check cell's argument, is the copy's name or the
+    reference's.
+    """
+    names = {ex.id: _names(ex.id, a) for ex in a.exercises}
+    found: dict[str, str] = {}
+    loose: list[str] = []
+    for cell in cells:
+        if cell.get("cell_type") != "code":
+            continue
+        tags = tags_of(cell)
+        own = exercise_of(tags) if "solution" in tags else None
+        for node in _defs(source_of(cell)):
+            ref = forms.get(normal_form(node))
+            if ref is None:
+                continue
+            mine = [own] if own in names else [
+                ex for ex, n in names.items() if {node.name, ref.rsplit(".", 1)[1]} & n]
+            for ex in mine:
+                found.setdefault(ex, ref)
+            if not mine and ref not in loose:
+                loose.append(ref)
+    return found, [f"a cell holds a copy of {ref} (identical after normalisation)"
+                   for ref in loose]
