@@ -105,6 +105,10 @@ class Reassemble(_Right):
 def hook_indices(dec_depth):
     return [0, 2 * dec_depth // 4, 3 * dec_depth // 4, dec_depth - 1]
 '''),
+    "FusionBlock is dptlearn's": ("04_refinenet_fusion", "FusionBlock", '''
+import dptlearn.fusion
+FusionBlock = dptlearn.fusion.FusionBlock
+'''),
     "residual unit in ResNet order (FusionBlock uses it too)": ("04_refinenet_fusion", "ResidualConvUnit", '''
 _Right = ResidualConvUnit
 class ResidualConvUnit(_Right):
@@ -130,6 +134,7 @@ def test_a_wrong_part_fails_the_capstone_naming_the_part(broken, good, tmp_path)
         with pytest.raises(CheckFailed) as info:
             run_check(name, capstone(mine))
         assert str(info.value).startswith(f"{name}: your {part} from {nb_name}.ipynb is wrong: "), info.value
+        assert ("reference" in info.value.flags) == ("dptlearn's" in broken), info.value.flags
 
 
 def test_a_lone_06_says_which_notebooks_it_needs(tmp_path, capsys):
