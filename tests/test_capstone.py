@@ -262,6 +262,14 @@ def test_a_wrong_conversion_is_named(kind, good):
         run_check("convert_dust3r_state_dict", {**obj, "convert": _convert_wrong(kind)})
 
 
+def test_right_weights_in_a_wrong_head_blame_the_head(good):
+    mine = Parts(good, {}, [])
+    obj = {**capstone(mine), "head": lambda *args: _Head(mine, "conf", *args)}
+    with pytest.raises(CheckFailed, match=r"^convert_dust3r_state_dict: your converted weights are right, but conf "
+                                          r"on the 3x5 patch grid .* comes from your MyDUSt3RHead"):
+        run_check("convert_dust3r_state_dict", obj)
+
+
 # ------------------------------------------------------------------ one grading run
 
 def test_grading_a_student_folder_and_a_lone_06(tmp_path):

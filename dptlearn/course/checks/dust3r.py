@@ -49,7 +49,7 @@ def small_head(g: torch.Generator) -> "ref_dust3r.DUSt3RHead":
 
 
 def head_state(head) -> dict:
-    """The learner's head's parameters: dptlearn's ``DPTHead`` keys (``reassemble.…``, ``fusion.…``, ``head.…``)."""
+    """The parameters a learner's head gets: dptlearn's ``DPTHead`` keys (``reassemble.…``, ``fusion.…``, …)."""
     return {k.removeprefix("dpt."): v for k, v in head.state_dict().items()}
 
 
@@ -152,7 +152,8 @@ class Capstone(Check):
                 return lambda: assembled(ref, tokens[j], size, **mistake)[key]
             pts_candidates = [
                 (f"these are the outputs of hooks [0, 2L//4, 3L//4, L - 1]: the token list is [encoder_out, "
-                 f"dec_1, ..., dec_L], so the last decoder block is index L = {L}", v("pts3d", hooks=[0, 2 * L // 4, 3 * L // 4, L - 1])),
+                 f"dec_1, ..., dec_L], so the last decoder block is index L = {L}",
+                 v("pts3d", hooks=[0, 2 * L // 4, 3 * L // 4, L - 1])),
                 ("these are the outputs of the first four layers: the head reads the hooked layers, "
                  "from your hook_indices(dec_depth)", v("pts3d", hooks=[0, 1, 2, 3])),
                 ("the depth mode is not DUSt3R's ('exp', -inf, inf): you post-processed with 'linear'",
@@ -278,7 +279,12 @@ class ConvertDust3rStateDict(Capstone):
         if "raised" in r:
             self.fail(f"loading your converted dict into your head (strict) failed: {r['raised']}: "
                       f"{r.get('message', '')}")
-        self.outputs(case, results, i + 3, diagnose=False)
+        try:
+            self.outputs(case, results, i + 3, diagnose=False)
+        except CheckFailed as e:
+            why = str(e).removeprefix(self.name + ": ")
+            self.fail(f"your converted weights are right, but {why} — the difference comes from your MyDUSt3RHead "
+                      f"(its own check names it)", *e.flags)
         return (f"{len(case.data['sd'])} DUSt3R keys (aliases and the unused refinenet4.resConfUnit1 dropped) -> "
                 f"{len(ours)} keys of your head, loaded strictly; your head gives DUSt3R's outputs with them")
 
