@@ -1,7 +1,7 @@
 """Benchmark the DPT head on the CPU (``make bench``): eager reference order, fast path, bfloat16.
 
 For DUSt3R's head at 512x384 (H=384, W=512) and a course-sized head, batch 1, eval mode under
-``torch.inference_mode()``, default threads, four paths:
+``torch.inference_mode()``, default threads (``--threads N`` to set them), four paths:
 
     eager     float32, reference order (``fast_inference = False``)
     fast      float32, the fast path (what ``head(tokens, (H, W))`` does by default)
@@ -9,7 +9,7 @@ For DUSt3R's head at 512x384 (H=384, W=512) and a course-sized head, batch 1, ev
     autocast  the float32 head under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (fast path)
 
 It prints, per path: median and min forward time over all timed runs, process CPU time per
-forward (both threads; less disturbed by other processes than wall time), peak resident memory
+forward (all threads together; less disturbed by other processes than wall time), peak resident memory
 of the process, analytic FLOPs (2 x conv MACs from the shape tracer; interpolation and
 element-wise ops not counted) and achieved GFLOP/s; then the fast path's largest relative
 difference from eager (must be < 1e-5) and bfloat16's and autocast's largest relative error
@@ -72,7 +72,9 @@ def rss_mb(field: str = "VmHWM") -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def worker(name: str, path: str, runs: int) -> dict:
+def worker(name: str, path: str, runs: int, threads: int) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
     head, tokens, size = build(name, path)
     rss_build = rss_mb("VmRSS")
     wall, cpu = [], []
@@ -86,8 +88,9 @@ def worker(name: str, path: str, runs: int) -> dict:
     return dict(wall=wall, cpu=cpu, rss_build_mb=rss_build, peak_rss_mb=rss_mb())
 
 
-def measure(name: str, path: str, runs: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", name, "--path", path, "--runs", str(runs)],
+def measure(name: str, path: str, runs: int, threads: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", name, "--path", path, "--runs", str(runs),
+                          "--threads", str(threads)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -134,12 +137,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="rounds of eager, fast, bf16, autocast")
     p.add_argument("--worker")
     p.add_argument("--path", default="fast", choices=PATHS)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--configs", nargs="*", default=list(CONFIGS))
     args = p.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.path, args.runs)))
+        print(json.dumps(worker(args.worker, args.path, args.runs, args.threads)))
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 1, inference_mode, "
+    print(f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads, batch 1, inference_mode, "
           f"{args.rounds} rounds x {args.runs} runs per path (each after 1 warm-up), paths interleaved; "
           f"load average (1/5/15 min) at start {load()}")
     results = {}
@@ -148,7 +152,7 @@ def main() -> None:
         samples = {path: [] for path in PATHS}
         for _ in range(args.rounds):
             for path in PATHS:
-                samples[path].append(measure(name, path, args.runs))
+                samples[path].append(measure(name, path, args.runs, args.threads))
         r = {path: summary(s) for path, s in samples.items()}
         H, W = CONFIGS[name]["size"]
         print(f"\n{name}: {info['params']:,} parameters, input (H, W) = ({H}, {W}), "
