@@ -612,6 +612,66 @@ def test_copies_of_the_reference_are_flagged_wherever_they_are():
         assert verdicts.identical_to_reference(x.nb["cells"], x, forms) == ({}, [])
 
 
+HOG = """
+import subprocess, sys
+kids = [subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(100 * 2**20); "
+                          "b[::4096] = b'x' * len(b[::4096]); print(flush=True); time.sleep(60)"],
+                         stdout=subprocess.PIPE) for _ in range(3)]
+print(sum(k.stdout.readline() == b"\\n" for k in kids), flush=True)   # how many got 100 MiB
+more = []
+try:
+    for _ in range(40):
+        more.append(subprocess.Popen(["sleep", "60"], stdout=subprocess.DEVNULL))
+    print(f"{len(more)} more processes")
+except OSError:
+    print("pids refused")
+for k in kids + more:
+    k.kill()
+"""
+
+
+def test_a_sandboxs_cgroup_bounds_its_processes_together(tmp_path, monkeypatch):
+    """Three processes of 100 MiB each in a cgroup of 250 MiB: one is killed, however the memory
+    is split; a process count; a CPU quota; everything in it is killed when the box closes."""
+    from dptlearn.course.grading import limits
+
+    monkeypatch.setattr(limits, "MEMORY_BYTES", 250 * 2**20)
+    monkeypatch.setattr(limits, "PIDS", 30)
+    try:
+        cgroups = limits.Cgroups(f"dptlearn-test-{os.getpid()}")
+    except limits.LimitError as exc:
+        pytest.skip(f"no cgroups here: {exc}")
+    try:
+        box = cgroups.box("box1", cpus=1)
+        quota = ((box[0] / "cpu.max").read_text().split()[0] if cgroups.v2
+                 else (box[2] / "cpu.cfs_quota_us").read_text().strip())
+        assert quota == "100000"
+        out = subprocess.run(limits.join_command(box, [sys.executable, "-c", HOG]),
+                             capture_output=True, text=True, timeout=120)
+        got, pids = out.stdout.split("\n")[:2]
+        assert int(got) == 2 and pids == "pids refused", out
+        limits.close_box(box)
+        assert not any(d.exists() for d in box)
+    finally:
+        cgroups.close()
+    assert not any(d.exists() for d in cgroups.runs)
+
+
+def test_scratch_is_a_tmpfs_of_fixed_size(tmp_path):
+    from dptlearn.course.grading import limits
+
+    try:
+        limits.mount_scratch(tmp_path, 2**20)
+    except limits.LimitError as exc:
+        pytest.skip(f"no tmpfs here: {exc}")
+    try:
+        with pytest.raises(OSError, match="No space left"):
+            (tmp_path / "big").write_bytes(b"x" * 2 * 2**20)
+    finally:
+        limits.unmount_scratch(tmp_path)
+    assert not (tmp_path / "big").exists()
+
+
 def test_without_bubblewrap_the_grader_says_so_once_and_falls_back(tmp_path, monkeypatch):
     from dptlearn.course.grading import sandbox
 

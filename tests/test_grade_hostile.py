@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from dptlearn.course.grading import grade, sandbox
+from dptlearn.course.grading import grade, limits, sandbox
 from dptlearn.course.grading.reportdir import MANIFEST
 
 sys.path.insert(0, str(Path(__file__).parent / "grading"))
@@ -219,6 +219,20 @@ except OSError:
     _refused = True
 os.remove("big.bin")
 """
+FILL_SCRATCH = """
+import os
+_refused = False
+try:
+    for _i in range(3):             # each file under RLIMIT_FSIZE, together over the tmpfs
+        with open(f"/grade/work/fill{_i}.bin", "wb") as fh:
+            for _ in range(50):
+                fh.write(b"\\1" * 2**20)
+except OSError:
+    _refused = True
+for _i in range(3):
+    if os.path.exists(f"/grade/work/fill{_i}.bin"):
+        os.remove(f"/grade/work/fill{_i}.bin")
+"""
 FLOOD = """
 import os
 for _ in range(3000):
@@ -285,6 +299,8 @@ FIXTURE_CASES = {
                    {"add": ("passed", [])}),
     "file_size": (lambda nb: append(nb, "add", FILE_SIZE + only_if("_refused")), HONEST,
                   {"add": ("passed", [])}),
+    "fill_scratch": (lambda nb: append(nb, "add", FILL_SCRATCH + only_if("_refused")), HONEST,
+                     {"add": ("passed", [])}),
     "output_flood": (lambda nb: append(nb, "grid", FLOOD), HONEST, {"grid": ("passed", [])}),
     "killpg": (lambda nb: crafted.set_source(nb, "grid", "solution", KILLPG),
                {"add": 1, "grid": 0, "factor": 0},
@@ -357,8 +373,10 @@ def fixture_run(tmp_path_factory):
     before = sha256_tree(guarded(subs))
     opts = grade.Options(crafted.SOLUTIONS, report, timeout=20, jobs=2, inputs=[str(subs)])
     try:
-        results = grade.grade([str(p) for p in sorted(subs.rglob("*.ipynb"))], opts,
-                              progress=lambda _: None)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(limits, "SCRATCH_BYTES", 128 * 2**20)   # fill_scratch writes 150 MiB
+            results = grade.grade([str(p) for p in sorted(subs.rglob("*.ipynb"))], opts,
+                                  progress=lambda _: None)
     finally:
         listener.close()
     after = sha256_tree(guarded(subs))

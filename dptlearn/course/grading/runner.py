@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import plugin, sandbox, verdicts
+from . import limits, plugin, sandbox, verdicts
 from ..exercises import Assignment, source_of, tags_of
 from .report import ExerciseResult, Result
 from .submissions import InvalidSubmission, find_assignment, read_submission
@@ -272,6 +272,8 @@ class Run:
                      f"resource limits and private copies")
         self.preload = ([verdicts.PROBE_MODULE, *preload_modules(assignments)]   # probe cells
                         if settings.warm_kernels else None)              # import it
+        self.cgroups, self.scratch = whole_box_limits(root, progress)
+        self.cpus = max(1, (os.cpu_count() or 1) // max(1, settings.jobs))
 
         # sandbox k runs as user UID_BASE + k: a random start keeps concurrent runs apart
         self._index = itertools.count(1 + secrets.randbelow(10_000) * 1_000)
@@ -303,13 +305,33 @@ class Run:
             for s in group:
                 score(s, self.judge, Path("/nonexistent"), [], self.over_student_limit())
             return
-        box = sandbox.new_box(self.layout, self.next_index(), self.sandboxed)
+        index = self.next_index()
+        box = sandbox.new_box(self.layout, index, self.sandboxed, self.scratch)
+        cgroup: list[Path] = []
+        try:
+            missing = [] if box.mounted or not self.scratch else ["its tmpfs scratch"]
+            if self.cgroups is not None:
+                try:
+                    cgroup = self.cgroups.box(f"box{index}", self.cpus)
+                except limits.LimitError as exc:
+                    missing.append(f"its cgroup ({exc})")
+            for s in group:
+                s.result.notes += [f"ran without {what}" for what in missing]
+            self._run_in(box, cgroup, group, deadline, own, limit)
+        finally:
+            limits.close_box(cgroup)
+            sandbox.remove_box(box)
+
+    def _run_in(self, box: sandbox.Box, cgroup: list[Path], group: list[Staged], deadline: float,
+                own: float, limit: float) -> None:
         for s in group:
             (box.work / f"{s.key}.ipynb").write_text(json.dumps(s.nb, ensure_ascii=False),
                                                      encoding="utf-8")
         (box.work / "pytest.ini").write_text("[pytest]\n")
         cmd, env, cwd = sandbox.command(self.layout, box, self.pytest_argv([s.key for s in group]),
                                         int(limit) + 60, self.sandboxed, kernel_env(self.settings))
+        if cgroup:
+            cmd = limits.join_command(cgroup, cmd)
         t0 = time.monotonic()
         with open(box.dir / "pytest.log", "wb") as log:
             proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -333,11 +355,36 @@ class Run:
                 score(s, self.judge, box.results, cases, why or (
                     None if cases else "not graded: pytest reported nothing for this notebook"))
                 s.result.duration_s = sum(c["time"] for c in cases) if cases else elapsed
-        shutil.rmtree(box.dir, ignore_errors=True)
 
     def over_student_limit(self) -> str:
         return (f"not graded: this student's notebooks ran past the grader's limit of "
                 f"{self.settings.student_limit:.0f} s for one student (--student-limit)")
+
+
+def whole_box_limits(root: Path, progress) -> tuple[limits.Cgroups | None, bool]:
+    """(the run's cgroups or None, whether boxes get a tmpfs); says once what is missing."""
+    if os.geteuid() != 0:
+        progress("dptlearn-grade: not root: no cgroup or tmpfs per sandbox, per-process limits "
+                 "only")
+        return None, False
+    missing = []
+    try:
+        cgroups = limits.Cgroups(f"dptlearn-grade-{os.getpid()}-{secrets.token_hex(4)}")
+    except limits.LimitError as exc:
+        cgroups = None
+        missing.append(f"no cgroup per sandbox: {exc}")
+    probe = Path(tempfile.mkdtemp(prefix="probe-", dir=root))
+    try:
+        limits.mount_scratch(probe, 2**20)
+        limits.unmount_scratch(probe)
+        scratch = True
+    except limits.LimitError as exc:
+        scratch = False
+        missing.append(f"no tmpfs scratch: {exc}")
+    probe.rmdir()
+    if missing:
+        progress(f"dptlearn-grade: {'; '.join(missing)}; per-process limits only there")
+    return cgroups, scratch
 
 
 def ended_early(over: bool, status: int, elapsed: float, limit: float) -> str:
@@ -447,5 +494,9 @@ def grade_all(results: list[Result], assignments: list[Assignment], settings: Se
         run = Run(Path(tmp), assignments, settings, package, progress)
         staged = [s for r in results
                   if (s := stage(r, assignments, settings.timeout, forms)) is not None]
-        with ThreadPoolExecutor(max_workers=settings.jobs) as pool:
-            list(pool.map(run.run_group, student_groups(staged)))
+        try:
+            with ThreadPoolExecutor(max_workers=settings.jobs) as pool:
+                list(pool.map(run.run_group, student_groups(staged)))
+        finally:
+            if run.cgroups is not None:
+                run.cgroups.close()

@@ -33,6 +33,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import limits
+
 BWRAP = "bwrap"
 INSIDE = Path("/grade")
 DATA_BYTES = 4 * 2**30          # RLIMIT_DATA per process (heap and anonymous mappings)
@@ -60,6 +62,7 @@ class Box:
 
     index: int
     dir: Path
+    mounted: bool = False       # ``dir`` is a tmpfs of its own (``limits.mount_scratch``)
 
     @property
     def work(self) -> Path:
@@ -70,9 +73,16 @@ class Box:
         return self.dir / "probe" / "results"
 
 
-def new_box(layout: Layout, index: int, sandboxed: bool) -> Box:
-    """Fresh scratch and results folders, writable by the sandbox's user only."""
+def new_box(layout: Layout, index: int, sandboxed: bool, scratch: bool = False) -> Box:
+    """Fresh scratch and results folders, writable by the sandbox's user only; with
+    ``scratch``, on a tmpfs of their own (``remove_box`` unmounts it)."""
     box = Box(index, Path(tempfile.mkdtemp(prefix=f"box{index:04d}-", dir=layout.root)))
+    if scratch:
+        try:
+            limits.mount_scratch(box.dir)
+            box.mounted = True
+        except limits.LimitError:          # the caller notes that the box has no tmpfs
+            pass
     box.work.mkdir()
     box.results.mkdir(parents=True)
     if not sandboxed:                   # a private copy of the plans, next to the results
@@ -83,6 +93,13 @@ def new_box(layout: Layout, index: int, sandboxed: bool) -> Box:
             os.chown(path, uid, uid)
             path.chmod(0o700)
     return box
+
+
+def remove_box(box: Box) -> None:
+    """Delete a box's folders (unmounting its tmpfs first)."""
+    if box.mounted:
+        limits.unmount_scratch(box.dir)
+    shutil.rmtree(box.dir, ignore_errors=True)
 
 
 def sandbox_uid(index: int, sandboxed: bool) -> int:
