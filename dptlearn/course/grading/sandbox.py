@@ -9,7 +9,8 @@ in a bubblewrap sandbox (``bwrap``, Debian package ``bubblewrap``) that sees:
 * read-only: ``/grade/plugin`` (the grading plugin) and ``/grade/probe/cases`` (the plans);
 * read-write: ``/grade/work`` (the staged notebooks, the JUnit report) and
   ``/grade/probe/results`` (the answers the probes record), both fresh host folders owned by
-  the sandbox's user, and a private ``/tmp`` (tmpfs, ``TMP_BYTES``);
+  the sandbox's user (on a tmpfs of their own where possible), and a private ``/tmp`` (tmpfs,
+  ``TMP_BYTES``);
 * its own PID (``confine.py`` is its init), network (loopback only), IPC and UTS namespaces,
   a new session, and it dies with the grader.
 
@@ -18,6 +19,9 @@ When the grader runs as root, ``confine.py`` switches to a user of its own for e
 limits below all bite and nothing of the grader's can be written or signalled. The repository
 (``solutions/``, ``tests/``, ``exercises/``, ``.git``), other students' files and the report
 folder are not in the sandbox at all.
+
+Beside these per-process limits, ``limits.py`` gives each sandbox (where root may) a cgroup
+for all its processes together and a tmpfs of fixed size as its host folder (``new_box``).
 
 Without a working ``bwrap`` the grader says so once and falls back to a process group, the
 same resource limits (without NPROC: root ignores it) and private copies of the plans; the
