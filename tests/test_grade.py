@@ -502,8 +502,8 @@ for _m in {heads!r}:
 print(err(lambda: dptlearn.dpt_large.dpt_large_head()))
 """
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    out = subprocess.run([sys.executable, "-c", code.replace("{heads!r}", repr(heads))], env=env, capture_output=True, text=True,
-                         cwd=tmp_path, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code.replace("{heads!r}", repr(heads))],
+                         env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.splitlines() == [
         "ReferenceUseError: uses dptlearn.grid.tokens_to_grid, the reference for this exercise: "
@@ -557,13 +557,15 @@ def test_results_bombs_are_refused_before_any_judge_sees_them(tmp_path):
         torch.save(obj, tmp_path / name)
         return tmp_path / name
 
+    def nested(depth):
+        return [nested(depth - 1)] if depth else 0
+
     one = torch.zeros(1)
     cases = [(BOMBS / "shared_lists.pt", "too large (more than 200000 items"),
              (BOMBS / "deflated.pt", "not as torch.save writes it (compressed entries"),
              (saved("view.pt", {"v": one.expand(10**6, 10**6)}), "more than 67108864 tensor"),
              (saved("str.pt", ["x" * (verdicts.MAX_STR_CHARS + 1)]), "a string of more than"),
-             (saved("deep.pt", [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[0]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]),
-              "levels deep"),
+             (saved("deep.pt", nested(45)), "levels deep"),
              (saved("sparse.pt", {"v": torch.eye(3).to_sparse()}), "holds a torch.sparse_coo tensor")]
     for path, text in cases:
         with pytest.raises(verdicts.UnreadableResults, match=re.escape(text)):

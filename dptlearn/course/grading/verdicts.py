@@ -208,7 +208,7 @@ def load_results(path: Path) -> Any:
     packed = [e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED]
     if packed or len(entries) > MAX_ZIP_ENTRIES:
         raise UnreadableResults(clean_message(
-            f"the recorded answer is not as torch.save writes it ("
+            "the recorded answer is not as torch.save writes it ("
             + (f"compressed entries {packed[:3]}" if packed else f"{len(entries)} entries")
             + ")", 200))
     try:
@@ -224,11 +224,12 @@ def check_data(obj: Any) -> None:
     """UnreadableResults unless ``obj`` is plain data of bounded size.
 
     Plain data: None, bool, int, float, str (at most ``MAX_STR_CHARS``), list, tuple, dict,
-    and strided tensors (``weights_only`` already refuses ints of more than 255 bytes). Every node counts each time it is
-    reached, shared references included (a few kilobytes of pickle can reach a list billions
-    of times), against ``MAX_NODES``; tensors count their elements (a stride-0 view of one
-    number can claim any size) against ``MAX_TENSOR_ELEMENTS``. Only type names go into the
-    message: the data itself is never turned into text here.
+    and strided tensors (``weights_only`` already refuses ints of more than 255 bytes). Every
+    node counts each time it is reached, shared references included (a few kilobytes of
+    pickle can reach a list billions of times), against ``MAX_NODES``; tensors count their
+    elements (a stride-0 view of one number can claim any size) against
+    ``MAX_TENSOR_ELEMENTS``. Only type names go into the message: the data itself is never
+    turned into text here.
     """
     import torch
 
