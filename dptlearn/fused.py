@@ -7,9 +7,10 @@ one oneDNN kernel on the CPU, which saves a full pass over the largest feature m
 the rounding order can differ from the reference order.
 
 The fused kernels run in float32 and, where oneDNN supports it on this CPU (AVX-512 BF16 or
-AMX), in bfloat16: for a head converted with ``head.to(torch.bfloat16)`` and under
-``torch.autocast("cpu", dtype=torch.bfloat16)``, where the conv computes in autocast's dtype
-exactly as ``nn.Conv2d`` would (input, weight and bias cast to it; the output is bfloat16).
+AMX), in bfloat16: for a head converted with ``head.to(torch.bfloat16)``, and under
+``torch.autocast("cpu", dtype=torch.bfloat16)``, where a fused conv casts its operands (input,
+weight, bias and the tensor it adds) to autocast's dtype, as ``nn.Conv2d`` does under autocast,
+and returns bfloat16.
 
 The switch is module state, set in one place (as timm's ``fused_attn``): every module that
 has a fast path reads its own ``fast_inference`` attribute, and ``set_fast_inference``
