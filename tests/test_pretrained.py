@@ -1,0 +1,164 @@
+"""The shipped pretrained tiny DUSt3R: checksum, loading, deterministic evaluation, and bad files refused."""
+import pytest
+import torch
+
+from dptlearn.train import load_pretrained
+from dptlearn.train.backbone import TinyDUSt3R
+from dptlearn.train.data import SyntheticScenes
+from dptlearn.train.loop import evaluate
+from dptlearn.train.pretrained import WEIGHTS, expected_sha256, save_pretrained, sha256_file
+
+# The digest of the committed checkpoint, written here by hand: `make pretrain` producing another file, or the
+# file changing in any way, fails this test until the new digest is recorded on purpose.
+SHIPPED_SHA256 = "54715a39a4ef4b2c8c6277f0caa673816606c4e1c86d32453d3796a700983835"
+
+SMALL = dict(patch_size=8, enc_embed_dim=32, enc_depth=1, enc_num_heads=2, dec_embed_dim=32, dec_depth=10,
+             dec_num_heads=2, feature_dim=16, last_dim=8, layer_dims=(8, 16, 16, 32))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_pretrained()
+
+
+def test_shipped_file_is_the_recorded_one():
+    assert WEIGHTS.is_file(), f"{WEIGHTS} is missing (make pretrain writes it)"
+    assert WEIGHTS.stat().st_size <= 8_000_000
+    assert sha256_file(WEIGHTS) == expected_sha256(WEIGHTS) == SHIPPED_SHA256
+
+
+def test_shipped_model_is_the_courses_two_view_model(shipped):
+    model, meta = shipped
+    assert model.config.two_heads and model.config.patch_size == 16 and not model.training
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert meta["weights"] == "EMA" and meta["recipe"]["seed"] == 0 and meta["steps_done"] > 0
+    img = torch.zeros(1, 3, 64, 96)
+    with torch.no_grad():
+        res1, res2 = model(img, img)
+    assert res1["pts3d"].shape == res2["pts3d"].shape == (1, 64, 96, 3) and (res1["conf"] > 1).all()
+
+
+def test_evaluation_is_deterministic_and_matches_the_recorded_check(shipped):
+    model, meta = shipped
+    check = meta["check"]
+    assert check["seed"] != meta["recipe"]["seed"]  # held out
+    data = SyntheticScenes(check["scenes"], (64, 96), seed=check["seed"]).batch(range(check["scenes"]))
+    a, b = evaluate(model, data), evaluate(model, data)
+    assert a == b
+    for k in ("absrel", "delta1", "absrel_conf50"):  # computed by pretrain.py on the float16-rounded weights
+        assert a[k] == pytest.approx(check[k], abs=1e-4), k
+    assert a["absrel"] < 0.2  # trained: random weights give about 0.4
+
+
+def _small_file(tmp_path, name="m.pt"):
+    torch.manual_seed(0)
+    model = TinyDUSt3R(**SMALL, device="cpu")
+    path = tmp_path / name
+    save_pretrained(path, model, {"note": "test"})
+    return model, path
+
+
+def test_round_trip_is_float16_of_the_weights_and_leaves_the_file_alone(tmp_path):
+    model, path = _small_file(tmp_path)
+    before = path.read_bytes()
+    loaded, meta = load_pretrained(path)
+    assert meta == {"note": "test"} and path.read_bytes() == before
+    for (k, v), w in zip(model.state_dict().items(), loaded.state_dict().values()):
+        torch.testing.assert_close(w, v.half().float(), atol=0, rtol=0, msg=k)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pt.*make pretrain"):
+        load_pretrained(tmp_path / "nope.pt")
+
+
+def test_changed_file_fails_the_checksum(tmp_path):
+    _, path = _small_file(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-40] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum mismatch.*expected sha256"):
+        load_pretrained(path)
+    (tmp_path / "m.pt.sha256").unlink()
+    with pytest.raises(FileNotFoundError, match="checksum file"):
+        load_pretrained(path)
+
+
+def _rewrite(path, edit):
+    ckpt = torch.load(path, weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, path)
+    return path
+
+
+def test_wrong_keys_and_shapes_are_named(tmp_path):
+    _, path = _small_file(tmp_path)
+    _rewrite(path, lambda c: c["state_dict"].pop("head1.dpt.head.predict.weight"))
+    with pytest.raises(ValueError, match=r"missing keys \['head1.dpt.head.predict.weight'\] \(1\)"):
+        load_pretrained(path, check_sha256=False)
+    _, path = _small_file(tmp_path)
+    _rewrite(path, lambda c: c["state_dict"].update(extra=torch.zeros(1)))
+    with pytest.raises(ValueError, match=r"unexpected keys \['extra'\]"):
+        load_pretrained(path, check_sha256=False)
+    _, path = _small_file(tmp_path)
+    _rewrite(path, lambda c: c["state_dict"].update({"backbone.enc_norm.weight": torch.zeros(7)}))
+    with pytest.raises(ValueError, match=r"backbone.enc_norm.weight: expected \(32,\), got \(7,\)"):
+        load_pretrained(path, check_sha256=False)
+    _, path = _small_file(tmp_path)
+    _rewrite(path, lambda c: c["config"].update(depth=3))
+    with pytest.raises(ValueError, match=r"unknown \['depth'\]"):
+        load_pretrained(path, check_sha256=False)
+    _rewrite(path, lambda c: c.pop("state_dict"))
+    with pytest.raises(ValueError, match="'config' and 'state_dict'"):
+        load_pretrained(path, check_sha256=False)
+
+
+def _pretrain_main():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).parents[1] / "scripts" / "pretrain.py"
+    spec = importlib.util.spec_from_file_location("pretrain_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_pretrain_is_seeded_and_a_stopped_run_equals_a_shorter_one(tmp_path, capsys):
+    main = _pretrain_main()
+    tiny = ["--train-scenes", "4", "--check-scenes", "2", "--warmup", "1", "--checkpoint-every", "2", "--batch-size", "2"]
+    main(tiny + ["--steps", "4", "--out", str(tmp_path / "a.pt"), "--work", str(tmp_path / "a")])
+    main(tiny + ["--steps", "4", "--out", str(tmp_path / "b.pt"), "--work", str(tmp_path / "b")])
+    main(tiny + ["--steps", "2", "--out", str(tmp_path / "c.pt"), "--work", str(tmp_path / "c")])
+    assert "duration:" in capsys.readouterr().out
+
+    def weights(name):
+        return torch.load(tmp_path / name, weights_only=True)["state_dict"]
+    a, b, c, a2 = weights("a.pt"), weights("b.pt"), weights("c.pt"), weights("a/step_2.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same weights
+    assert all(torch.equal(a2[k], c[k]) for k in a)  # step 2 of a 4-step run = the end of a 2-step run
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+    _, meta = load_pretrained(tmp_path / "a.pt")
+    assert meta["steps_done"] == 4 and meta["recipe"]["steps"] == 4 and len(meta["loss"]) >= 1
+
+
+def test_eval_script_ends_with_one_json_line(capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("eval_script", Path(__file__).parents[1] / "scripts" / "eval_pretrained.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--scenes", "3"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    values = json.loads(last)
+    assert list(values) == ["absrel", "delta1", "absrel_conf50"] and all(0 <= v <= 1 for v in values.values())
+    with pytest.raises(SystemExit, match="held-out seed"):
+        module.main(["--seed", "0"])
