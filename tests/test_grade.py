@@ -335,6 +335,31 @@ def test_watchdog_kills_a_runaway_run_and_keeps_finished_checks(tmp_path, monkey
     assert (tmp_path / "report" / "01_fixture.junit.xml").exists()
 
 
+def test_a_student_past_the_limit_gets_no_further_run(tmp_path):
+    """Re-runs after a run without a report share the student's deadline: once it has passed,
+    no sandbox starts and every exercise says why (no forgery flag)."""
+    import time
+
+    sub = tmp_path / "eve" / f"{crafted.ASSIGNMENT}.ipynb"
+    sub.parent.mkdir()
+    sub.write_text(json.dumps(crafted.solution_nb()))
+    (tmp_path / "run").mkdir()
+    assignments = exercises.read_assignments(crafted.SOLUTIONS)
+    run = runner.Run(tmp_path / "run", assignments, runner.Settings(5, student_limit=7),
+                     ROOT / "dptlearn", progress=lambda _: None)
+    try:
+        r = grade.Result(str(sub), "eve")
+        run.run_group([runner.stage(r, assignments, 5, {})], deadline=time.monotonic() - 1)
+    finally:
+        if run.cgroups is not None:
+            run.cgroups.close()
+    text = "not graded: this student's notebooks ran past the grader's limit of 7 s for one student"
+    assert r.error.startswith(text)
+    assert [(e.points, e.flags) for e in r.exercises] == [(0, [])] * 3
+    assert all(e.message == r.error for e in r.exercises)
+    assert not list((tmp_path / "run").glob("box*"))
+
+
 def test_the_watchdog_counts_the_solutions_cells_not_the_submissions():
     a = fixture_assignment()
     n = sum(c["cell_type"] == "code" for c in a.nb["cells"])

@@ -9,7 +9,9 @@
    the answer (deleted ones put back, extra ones dropped; ``restore_checks``);
 3. the notebooks are grouped by student (``student_groups``): one sandbox runs all of one
    student's notebooks together with ``pytest --nbval-lax`` and the grading plugin (warm
-   kernels forked from a server inside the sandbox); never two students in one sandbox;
+   kernels forked from a server inside the sandbox); never two students in one sandbox.
+   Each sandbox has its own cgroup and tmpfs where possible (``limits.py``), and a student's
+   runs stop at ``--student-limit`` seconds in all;
 4. ``score`` loads each recorded answer and asks the judge: an exercise earns its points iff
    the judge passes. The sandbox's JUnit report only explains a missing answer.
 """
@@ -302,8 +304,9 @@ class Run:
         own = sum(s.limit for s in group)
         limit = min(own, deadline - time.monotonic())
         if limit <= 0:
+            nowhere = self.layout.root / "no-run"     # no run, so no answer was recorded
             for s in group:
-                score(s, self.judge, Path("/nonexistent"), [], self.over_student_limit())
+                score(s, self.judge, nowhere, [], self.over_student_limit())
             return
         index = self.next_index()
         box = sandbox.new_box(self.layout, index, self.sandboxed, self.scratch)
