@@ -590,6 +590,8 @@ def test_results_bombs_are_refused_before_any_judge_sees_them(tmp_path):
              (BOMBS / "deflated.pt", "not as torch.save writes it (compressed entries"),
              (saved("view.pt", {"v": one.expand(10**6, 10**6)}), "more than 67108864 tensor"),
              (saved("str.pt", ["x" * (verdicts.MAX_STR_CHARS + 1)]), "a string of more than"),
+             (saved("strs.pt", ["x" * 99_000] * 1000), "more than 4194304 in all"),
+             (saved("wide.pt", [[0] * 10**5] * 10**5), "too large (more than 200000 items"),
              (saved("deep.pt", nested(45)), "levels deep"),
              (saved("sparse.pt", {"v": torch.eye(3).to_sparse()}), "holds a torch.sparse_coo tensor")]
     for path, text in cases:

@@ -35,6 +35,7 @@ MAX_NODES = 200_000             # containers and scalars reached while walking a
 MAX_DEPTH = 40                  # nesting (the probe records at most ~12 levels)
 MAX_TENSOR_ELEMENTS = 2**26     # all tensors of one payload together
 MAX_STR_CHARS = 100_000         # one string
+MAX_TOTAL_CHARS = 2**22         # all strings of one payload, each counted every time it is reached
 DEFAULT_CHECKS = "dptlearn.course.checks"
 ALIASES = {"dptlearn.checks": DEFAULT_CHECKS}   # ``from dptlearn import checks`` resolves there
 PROBE_MODULE = "dptlearn.course.probe"
@@ -223,7 +224,8 @@ def load_results(path: Path) -> Any:
 def check_data(obj: Any) -> None:
     """UnreadableResults unless ``obj`` is plain data of bounded size.
 
-    Plain data: None, bool, int, float, str (at most ``MAX_STR_CHARS``), list, tuple, dict,
+    Plain data: None, bool, int, float, str (at most ``MAX_STR_CHARS`` each, ``MAX_TOTAL_CHARS``
+    in all), list, tuple, dict,
     and strided tensors (``weights_only`` already refuses ints of more than 255 bytes). Every
     node counts each time it is reached, shared references included (a few kilobytes of
     pickle can reach a list billions of times), against ``MAX_NODES``; tensors count their
@@ -233,16 +235,16 @@ def check_data(obj: Any) -> None:
     """
     import torch
 
-    nodes = elements = 0
+    nodes, elements, chars = 1, 0, 0
     stack = [(obj, 0)]
     while stack:
         x, depth = stack.pop()
-        nodes += 1
-        if nodes > MAX_NODES or depth > MAX_DEPTH:
-            raise UnreadableResults(f"the recorded answer is too large (more than {MAX_NODES} "
-                                    f"items or {MAX_DEPTH} levels deep)")
         kind = type(x)
-        if kind in (dict, list, tuple):
+        if kind in (dict, list, tuple):         # counted when pushed: the stack stays bounded
+            nodes += 2 * len(x) if kind is dict else len(x)
+            if nodes > MAX_NODES or depth >= MAX_DEPTH:
+                raise UnreadableResults(f"the recorded answer is too large (more than "
+                                        f"{MAX_NODES} items or {MAX_DEPTH} levels deep)")
             items = [v for kv in x.items() for v in kv] if kind is dict else x
             stack += [(v, depth + 1) for v in items]
         elif kind is torch.Tensor:
@@ -252,10 +254,13 @@ def check_data(obj: Any) -> None:
             if elements > MAX_TENSOR_ELEMENTS:
                 raise UnreadableResults(f"the recorded answer holds more than "
                                         f"{MAX_TENSOR_ELEMENTS} tensor elements")
-        elif kind is str and len(x) > MAX_STR_CHARS:
-            raise UnreadableResults(f"the recorded answer holds a string of more than "
-                                    f"{MAX_STR_CHARS} characters")
-        elif kind not in (str, int, float, bool, type(None)):
+        elif kind is str:
+            chars += len(x)
+            if len(x) > MAX_STR_CHARS or chars > MAX_TOTAL_CHARS:
+                raise UnreadableResults(f"the recorded answer holds a string of more than "
+                                        f"{MAX_STR_CHARS} characters, or more than "
+                                        f"{MAX_TOTAL_CHARS} in all")
+        elif kind not in (int, float, bool, type(None)):
             raise UnreadableResults(f"the recorded answer holds a {kind.__name__[:40]}, which is "
                                     f"not plain data")
 
