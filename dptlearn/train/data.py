@@ -18,6 +18,10 @@ View 2 looks at the same scene from a camera moved sideways and turned a little.
 `pose_2to1` is the 4x4 rigid transform that maps camera-2 coordinates to camera-1 coordinates
 (X1 = R X2 + t), and `pts2_in_1` is view 2's point map expressed in camera 1's frame — the
 quantity DUSt3R's second head regresses.
+
+`swap_views`, `flip_views` and `augment` make more training pairs from rendered ones without rendering:
+the views exchanged (view 2 becomes the reference camera) and both images mirrored left-right, with the
+labels transformed exactly.
 """
 from __future__ import annotations
 
