@@ -646,7 +646,9 @@ import subprocess, sys
 kids = [subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(100 * 2**20); "
                           "b[::4096] = b'x' * len(b[::4096]); print(flush=True); time.sleep(60)"],
                          stdout=subprocess.PIPE) for _ in range(3)]
-print(sum(k.stdout.readline() == b"\\n" for k in kids), flush=True)   # how many got 100 MiB
+for k in kids:
+    k.stdout.readline()                  # each has its 100 MiB, or was killed
+print(sum(k.poll() is None for k in kids), flush=True)              # how many hold it now
 more = []
 try:
     for _ in range(40):
@@ -660,16 +662,18 @@ for k in kids + more:
 
 
 def test_a_sandboxs_cgroup_bounds_its_processes_together(tmp_path, monkeypatch):
-    """Three processes of 100 MiB each in a cgroup of 250 MiB: one is killed, however the memory
-    is split; a process count; a CPU quota; everything in it is killed when the box closes."""
+    """Three processes of 100 MiB each in a cgroup of 150 MiB: at most one is left holding it
+    (the OOM killer ends the others, in the cgroup only); a process count; a CPU quota; everything in it is killed when the box
+    closes."""
     from dptlearn.course.grading import limits
 
-    monkeypatch.setattr(limits, "MEMORY_BYTES", 250 * 2**20)
+    monkeypatch.setattr(limits, "MEMORY_BYTES", 150 * 2**20)
     monkeypatch.setattr(limits, "PIDS", 30)
     try:
         cgroups = limits.Cgroups(f"dptlearn-test-{os.getpid()}")
     except limits.LimitError as exc:
         pytest.skip(f"no cgroups here: {exc}")
+    box: list[Path] = []
     try:
         box = cgroups.box("box1", cpus=1)
         quota = ((box[0] / "cpu.max").read_text().split()[0] if cgroups.v2
@@ -678,12 +682,11 @@ def test_a_sandboxs_cgroup_bounds_its_processes_together(tmp_path, monkeypatch):
         out = subprocess.run(limits.join_command(box, [sys.executable, "-c", HOG]),
                              capture_output=True, text=True, timeout=120)
         got, pids = out.stdout.split("\n")[:2]
-        assert int(got) == 2 and pids == "pids refused", out
-        limits.close_box(box)
-        assert not any(d.exists() for d in box)
+        assert int(got) <= 1 and pids == "pids refused", out
     finally:
+        limits.close_box(box)
         cgroups.close()
-    assert not any(d.exists() for d in cgroups.runs)
+    assert not any(d.exists() for d in box + cgroups.runs)
 
 
 def test_scratch_is_a_tmpfs_of_fixed_size(tmp_path):
