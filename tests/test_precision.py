@@ -143,3 +143,22 @@ def test_autocast_does_not_excuse_bfloat16_tokens_for_a_float32_head(heads):
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16), \
             pytest.raises(TypeError, match=r"torch.bfloat16.*torch.float32"):
         heads[0](tokens((64, 96), dtype=torch.bfloat16), (64, 96))
+
+
+def test_hooked_convs_are_not_fused_in_bfloat16_either(heads):
+    """A conv with a hook must see its call in bfloat16 too (the fused kernels bypass the module)."""
+    _, bf16 = heads
+    conv = bf16.dpt.fusion[0].unit.conv1
+    seen = []
+    handle = conv.register_forward_hook(lambda m, args, out: seen.append((args[0].clone(), out.clone())))
+    try:
+        with torch.inference_mode():
+            bf16(tokens((64, 96), dtype=torch.bfloat16), (64, 96))
+    finally:
+        handle.remove()
+    assert len(seen) == 1
+    x, out = seen[0]
+    assert x.dtype == out.dtype == torch.bfloat16
+    with torch.no_grad():
+        want = torch.nn.functional.conv2d(x.float(), conv.weight.float(), conv.bias.float(), padding=1)
+    assert rel_err(out, want) < 2 * U
