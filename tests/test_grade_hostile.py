@@ -310,6 +310,9 @@ FIXTURE_CASES = {
                         {"factor": ("killed from inside", [])}),
 }
 HONEST_STUDENTS = ("honest_ann", "honest_bob")
+# a file named as Moodle would name the student "network"'s, in the spoofer's own folder
+FILE_NAMES = {"spoofed_name": "network_1_assignsubmission_file_01_fixture.ipynb"}
+FIXTURE_CASES["spoofed_name"] = (wrong_answers, ZERO, {"add": ("check_add: add(", [])})
 
 
 def sha256_tree(paths: list[Path]) -> dict[str, str]:
@@ -366,17 +369,17 @@ def fixture_run(tmp_path_factory):
             for key, value in fill.items():
                 text = text.replace("{" + key + "}", str(value))
             cell["source"] = [text]
-        path = subs / name / f"{crafted.ASSIGNMENT}.ipynb"
+        path = subs / name / FILE_NAMES.get(name, f"{crafted.ASSIGNMENT}.ipynb")
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps(nb))
         paths[name] = path
     before = sha256_tree(guarded(subs))
-    opts = grade.Options(crafted.SOLUTIONS, report, timeout=20, jobs=2, inputs=[str(subs)])
+    files = [str(p) for p in sorted(subs.rglob("*.ipynb"))]      # as a shell's subs/*/*.ipynb
+    opts = grade.Options(crafted.SOLUTIONS, report, timeout=20, jobs=2, inputs=files)
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(limits, "SCRATCH_BYTES", 128 * 2**20)   # fill_scratch writes 150 MiB
-            results = grade.grade([str(p) for p in sorted(subs.rglob("*.ipynb"))], opts,
-                                  progress=lambda _: None)
+            results = grade.grade(files, opts, progress=lambda _: None)
     finally:
         listener.close()
     after = sha256_tree(guarded(subs))
@@ -405,6 +408,19 @@ def test_honest_classmates_keep_full_marks(fixture_run):
         r = fixture_run["results"][str(path)]
         assert points(r) == HONEST and r.error is None
         assert all(e.flags == [] for e in r.exercises)
+
+
+def test_a_download_name_in_ones_own_folder_claims_nobody(fixture_run):
+    """``subs/spoofed_name/network_1_assignsubmission_file_01_fixture.ipynb``, given with every
+    other file as a shell's ``subs/*/*.ipynb`` would, is graded as spoofed_name's, apart from
+    the student ``network`` (who keeps her marks and gets no note)."""
+    results = fixture_run["results"]
+    spoof = results[str(fixture_run["paths"]["spoofed_name"])]
+    victim = results[str(fixture_run["paths"]["network"])]
+    assert (spoof.student, spoof.student_from, spoof.assignment) == (
+        "spoofed_name", "folder", crafted.ASSIGNMENT)
+    assert spoof.student_key != victim.student_key and victim.notes == [] == spoof.notes
+    assert points(victim) == HONEST
 
 
 def test_killpg_is_not_called_a_timeout(fixture_run):
