@@ -704,6 +704,36 @@ def test_scratch_is_a_tmpfs_of_fixed_size(tmp_path):
     assert not (tmp_path / "big").exists()
 
 
+def test_leftovers_of_a_killed_grader_are_swept(tmp_path, monkeypatch):
+    """The cgroups and tmpfs of a grader that no longer runs go; a running grader's stay."""
+    from dptlearn.course.grading import limits
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()                                            # a pid that no longer runs
+    monkeypatch.setattr(os, "getpid", lambda: gone.pid)
+    try:
+        dead = limits.Cgroups(f"{limits.PREFIX}{gone.pid}-test")
+    except limits.LimitError as exc:
+        pytest.skip(f"no cgroups here: {exc}")
+    box = dead.box("box1", cpus=1)
+    (tmp_path / "dead").mkdir()
+    limits.mount_scratch(tmp_path / "dead", 2**20)
+    monkeypatch.undo()
+    alive = limits.Cgroups(f"{limits.PREFIX}{os.getpid()}-test")
+    (tmp_path / "alive").mkdir()
+    limits.mount_scratch(tmp_path / "alive", 2**20)
+    try:
+        limits.sweep_leftovers()
+        assert not any(d.exists() for d in box + dead.runs)
+        assert all(d.exists() for d in alive.runs)
+        mounts = Path("/proc/self/mounts").read_text()
+        assert str(tmp_path / "dead") not in mounts and str(tmp_path / "alive") in mounts
+    finally:
+        limits.unmount_scratch(tmp_path / "alive")
+        alive.close()
+        dead.close()
+
+
 def test_without_bubblewrap_the_grader_says_so_once_and_falls_back(tmp_path, monkeypatch):
     from dptlearn.course.grading import sandbox
 

@@ -30,6 +30,7 @@ MEMORY_BYTES = 4 * 2**30        # all processes of one sandbox together
 PIDS = 256                      # processes and threads of one sandbox
 SCRATCH_BYTES = 1 * 2**30       # its tmpfs: scratch, answers, report
 CPU_PERIOD_US = 100_000
+PREFIX = "dptlearn-grade-"      # cgroups and tmpfs sources are named PREFIX<grader pid>-...
 MS_NOSUID, MS_NODEV, MNT_DETACH = 2, 4, 2
 JOIN = 'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 125; shift; done; shift; exec "$@"'
 
@@ -152,7 +153,7 @@ def mount_scratch(folder: Path, size: int | None = None) -> None:
     """Mount a tmpfs of ``size`` bytes (default ``SCRATCH_BYTES``; mode 0700, no setuid, no
     devices) on ``folder``."""
     options = f"size={size or SCRATCH_BYTES},mode=0700".encode()
-    if _libc.mount(b"dptlearn-scratch", str(folder).encode(), b"tmpfs",
+    if _libc.mount(f"{PREFIX}{os.getpid()}-scratch".encode(), str(folder).encode(), b"tmpfs",
                    MS_NOSUID | MS_NODEV, options) != 0:
         raise LimitError(f"cannot mount a tmpfs ({os.strerror(ctypes.get_errno())})")
 
@@ -160,3 +161,39 @@ def mount_scratch(folder: Path, size: int | None = None) -> None:
 def unmount_scratch(folder: Path) -> None:
     """Detach the tmpfs on ``folder`` (its files go with it)."""
     _libc.umount2(str(folder).encode(), MNT_DETACH)
+
+
+# ----------------------------------------------------------------------------- leftovers
+
+def _dead(name: str) -> bool:
+    """Whether ``PREFIX<pid>-...`` names a grader that is no longer running."""
+    try:
+        pid = int(name[len(PREFIX):].split("-")[0])
+    except ValueError:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        pass
+    return False
+
+
+def sweep_leftovers() -> None:
+    """Remove the cgroups and unmount the tmpfs scratch folders of graders that were killed
+    (a killed grader cannot clean up; its sandboxes died with it)."""
+    tops = [CGROUP_ROOT] + [CGROUP_ROOT / c for c in ("memory", "pids", "cpu")]
+    for top in tops:
+        for run in (top.glob(f"{PREFIX}*") if top.is_dir() else []):
+            if run.is_dir() and _dead(run.name):
+                close_box([d for d in run.iterdir() if d.is_dir()])
+                _remove(run)
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return
+    for line in mounts:
+        source, target = (line.split() + ["", ""])[:2]
+        if source.startswith(PREFIX) and _dead(source):
+            unmount_scratch(Path(target.replace("\\040", " ")))

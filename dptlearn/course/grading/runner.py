@@ -371,8 +371,9 @@ def whole_box_limits(root: Path, progress) -> tuple[limits.Cgroups | None, bool]
                  "only")
         return None, False
     missing = []
+    limits.sweep_leftovers()
     try:
-        cgroups = limits.Cgroups(f"dptlearn-grade-{os.getpid()}-{secrets.token_hex(4)}")
+        cgroups = limits.Cgroups(f"{limits.PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
     except limits.LimitError as exc:
         cgroups = None
         missing.append(f"no cgroup per sandbox: {exc}")
