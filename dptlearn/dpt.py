@@ -126,7 +126,9 @@ class DPTHead(FastPath, nn.Module):
                                  f"move one of them, e.g. head.to(tokens.device)")
             if t.dtype != param.dtype:
                 raise TypeError(f"{where} has dtype {t.dtype} but the head's weights are {param.dtype}; "
-                                f"cast with tokens.to({param.dtype}) (DUSt3R runs its head in float32)")
+                                f"cast with tokens.to({param.dtype})"
+                                + (" (DUSt3R runs its head in float32)" if param.dtype == torch.float32
+                                   else f", or convert the head with head.to({t.dtype})"))
             B = t.shape[0] if B is None else B
             if t.shape[0] != B:
                 raise ValueError(f"{where} has batch size {t.shape[0]}, the first hooked layer has {B}")
