@@ -149,10 +149,12 @@ def bwrap_args(layout: Layout | None = None, box: Box | None = None, cuda: bool 
                   "--ro-bind", str(layout.cases), str(INSIDE / "probe" / "cases"),
                   "--bind", str(box.work), str(INSIDE / "work"),
                   "--bind", str(box.results), str(INSIDE / "probe" / "results")]
+    # The private /tmp comes first: binds below it (a checkout or venv under /tmp, as in a CI
+    # clone) are then mounted on top of it instead of being hidden by it.
     args = [BWRAP, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session",
-            *_parents(binds), *binds, "--proc", "/proc", "--dev", "/dev",
-            "--size", str(TMP_BYTES), "--perms", "1777", "--tmpfs", "/tmp"]
+            "--size", str(TMP_BYTES), "--perms", "1777", "--tmpfs", "/tmp",
+            "--proc", "/proc", "--dev", "/dev", *_parents(binds), *binds]
     if layout is not None and box is not None:
         args += ["--as-pid-1", "--chdir", str(INSIDE / "work")]     # confine.py is the init
     if cuda:
