@@ -12,6 +12,15 @@ def device(request):
     return torch.device(request.param)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is as fast and immune to a busy machine's scheduling."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def pytest_collectstart(collector):
     # nbval: stderr carries kernel warnings that vary by machine; shapes and numbers go to stdout
     if getattr(collector, "path", None) is not None and collector.path.suffix == ".ipynb":

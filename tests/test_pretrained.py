@@ -16,12 +16,7 @@ SMALL = dict(patch_size=8, enc_embed_dim=32, enc_depth=1, enc_num_heads=2, dec_e
              dec_num_heads=2, feature_dim=16, last_dim=8, layer_dims=(8, 16, 16, 32))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
