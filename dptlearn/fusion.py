@@ -124,6 +124,11 @@ def crop_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return x[..., :h, :w]  # (B, C, h, w)
 
 
+def _check_pyramid(who: str, levels: Sequence[torch.Tensor], fusion: Sequence[nn.Module]) -> None:
+    if len(levels) != 4 or len(fusion) != 4:
+        raise ValueError(f"{who} needs 4 levels and 4 fusion blocks, got {len(levels)} and {len(fusion)}")
+
+
 def fuse_pyramid(levels: Sequence[torch.Tensor], fusion: Sequence[nn.Module]) -> torch.Tensor:
     """Coarse to fine over 4 levels (finest first, 1/4 .. 1/32 of the image) -> (B, D, 8nh, 8nw).
 
@@ -131,8 +136,7 @@ def fuse_pyramid(levels: Sequence[torch.Tensor], fusion: Sequence[nn.Module]) ->
     size (one row or column too many on an odd grid), then each finer block takes the path
     and its level.
     """
-    if len(levels) != 4 or len(fusion) != 4:
-        raise ValueError(f"fuse_pyramid needs 4 levels and 4 fusion blocks, got {len(levels)} and {len(fusion)}")
+    _check_pyramid("fuse_pyramid", levels, fusion)
     path = fusion[3](levels[3])                     # (B, D, 2*ceil(nh/2), 2*ceil(nw/2))
     path = crop_to(path, levels[2].shape[-2:])      # (B, D, nh, nw)
     for i in (2, 1, 0):
@@ -157,8 +161,7 @@ def fuse_pyramid_uncropped(levels: Sequence[torch.Tensor], fusion: Sequence[nn.M
     if odd_grid not in ODD_GRIDS[1:]:
         raise ValueError(f"fuse_pyramid_uncropped: odd_grid must be one of {ODD_GRIDS[1:]}, got {odd_grid!r} "
                          f"(DUSt3R's 'crop' is fuse_pyramid)")
-    if len(levels) != 4 or len(fusion) != 4:
-        raise ValueError(f"fuse_pyramid needs 4 levels and 4 fusion blocks, got {len(levels)} and {len(fusion)}")
+    _check_pyramid("fuse_pyramid_uncropped", levels, fusion)
     coarsest = fusion[3]
     if odd_grid == "upsample_to_level":
         coarsest.upsample.size = tuple(levels[2].shape[-2:])   # set for this call only
