@@ -132,6 +132,10 @@ def test_bad_inputs_raise():
         SyntheticScenes(2, (64, 96.0))
     with pytest.raises(ValueError, match="n_scenes"):
         SyntheticScenes(0)
+    with pytest.raises(ValueError, match="n_scenes"):      # a bool is not a count
+        SyntheticScenes(True)
+    with pytest.raises(ValueError, match="image_size"):
+        SyntheticScenes(2, (True, 96))
     with pytest.raises(IndexError):
         SyntheticScenes(2)[2]
     with pytest.raises(TypeError, match="torch tensors"):

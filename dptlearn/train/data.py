@@ -31,12 +31,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..grid import check_image_size, positive_int
+
 # ----------------------------------------------------------------------------- camera
 
 
 def intrinsics(image_size: tuple[int, int], focal: float) -> np.ndarray:
     """Pinhole K for an (H, W) image, principal point at the image centre ((W-1)/2, (H-1)/2)."""
-    H, W = _check_size(image_size)
+    H, W = check_image_size(image_size)
     return np.array([[focal, 0.0, (W - 1) / 2.0],
                      [0.0, focal, (H - 1) / 2.0],
                      [0.0, 0.0, 1.0]])  # (3, 3)
@@ -44,7 +46,7 @@ def intrinsics(image_size: tuple[int, int], focal: float) -> np.ndarray:
 
 def pixel_rays(K: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     """Camera-frame ray of every pixel, d = K^-1 [u, v, 1] with d_z = 1."""
-    H, W = _check_size(image_size)
+    H, W = check_image_size(image_size)
     v, u = np.meshgrid(np.arange(H, dtype=np.float64), np.arange(W, dtype=np.float64), indexing="ij")  # (H, W) each
     uv1 = np.stack([u, v, np.ones_like(u)], axis=-1)  # (H, W, 3)
     return uv1 @ np.linalg.inv(K).T  # (H, W, 3)
@@ -189,7 +191,7 @@ def _texture(p: Primitive, X: np.ndarray, n: np.ndarray) -> np.ndarray:
 def render(prims: list[Primitive], K: np.ndarray, cam_to_world: np.ndarray, image_size: tuple[int, int],
            max_depth: float = 12.0) -> dict[str, np.ndarray]:
     """Ray-cast one view. Returns float32 rgb (H,W,3), depth (H,W), pts3d (H,W,3) in the camera frame, bool mask."""
-    H, W = _check_size(image_size)
+    H, W = check_image_size(image_size)
     d_cam = pixel_rays(K, (H, W)).reshape(-1, 3)  # (P, 3), P = H*W, d_z = 1
     R, o = cam_to_world[:3, :3], cam_to_world[:3, 3]
     d_world = d_cam @ R.T  # (P, 3), same ray parameter t as in the camera frame
@@ -228,10 +230,8 @@ class SyntheticScenes:
 
     def __init__(self, n_scenes: int, image_size: tuple[int, int] = (64, 96), seed: int = 0, focal: float | None = None,
                  max_depth: float = 12.0, baseline: tuple[float, float] = (0.15, 0.45), max_yaw_deg: float = 8.0):
-        if not isinstance(n_scenes, int) or n_scenes < 1:
-            raise ValueError(f"expected n_scenes a positive int, got {n_scenes!r}")
-        self.n_scenes = n_scenes
-        self.image_size = _check_size(image_size)
+        self.n_scenes = positive_int("n_scenes", n_scenes)
+        self.image_size = check_image_size(image_size)
         self.seed = int(seed)
         self.focal = float(focal) if focal is not None else 0.9 * self.image_size[1]
         self.max_depth = max_depth
@@ -322,10 +322,3 @@ def augment(batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[
         changed = op(out)
         out = {k: torch.where(pick.view(-1, *[1] * (v.dim() - 1)), changed[k], v) for k, v in out.items()}
     return out
-
-
-def _check_size(image_size) -> tuple[int, int]:
-    if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
-            or not all(isinstance(s, int) and s > 0 for s in image_size)):
-        raise ValueError(f"expected image_size (H, W) of two positive ints, got {image_size!r}")
-    return int(image_size[0]), int(image_size[1])
