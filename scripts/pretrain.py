@@ -3,12 +3,13 @@
 Same model as notebook 08 (TinyDUSt3RConfig with 16-pixel patches, two DPT heads), trained with dptlearn's
 own code: seeded synthetic scenes (seed 0, scenes 0..train_scenes-1; evaluation uses other seeds),
 DUSt3R's confidence-aware loss over both views, views exchanged and mirrored at random (seeded), AdamW with
-warm-up then a constant learning rate, and an exponential moving average (EMA) of the weights as the result,
-one torch thread. The schedule does not depend on the total number of steps, so the EMA weights after step N
-are the same whether the run stops at N or goes on: every `checkpoint_every` steps they are written to
-artifacts/pretrain/step_N.pt in the shipped format (a stopped run still leaves a model, and
-`--steps N` reproduces it). At the end they are written as float16 to dptlearn/train/weights/tiny_dust3r.pt
-with its SHA-256 next to it, and the wall and CPU time are printed.
+warm-up, a constant learning rate, then a linear cool-down to 0 over the last `cooldown` steps ("warm-up,
+stable, decay"), an exponential moving average (EMA) of the weights as the result, two torch threads (the
+sums, hence the weights, depend on the thread count, not on the machine). Every `checkpoint_every` steps the
+EMA weights are written to artifacts/pretrain/step_N.pt in the shipped format, so a stopped run still leaves
+a model. Every step before the cool-down is the same whatever --steps is, so a checkpoint of the constant
+phase is reproduced by `--steps N --cooldown 0`. At the end the weights are written as float16 to
+dptlearn/train/weights/tiny_dust3r.pt with its SHA-256 next to it, and the wall and CPU time are printed.
 
 Usage: python scripts/pretrain.py [--steps N] [--out PATH] ...   (see --help; defaults = the shipped checkpoint)
 """
@@ -29,8 +30,8 @@ from dptlearn.train.loop import evaluate, train
 from dptlearn.train.pretrained import WEIGHTS, save_pretrained
 
 MODEL = TinyDUSt3RConfig(patch_size=16, two_heads=True)  # notebook 08's model
-RUN = dict(height=64, width=96, train_scenes=4096, seed=0, steps=4500, batch_size=16, lr=2e-3, warmup=100,
-           final_lr=1.0, weight_decay=0.05, clip=1.0, ema=0.999, augment=1, threads=1, checkpoint_every=250,
+RUN = dict(height=64, width=96, train_scenes=4096, seed=0, steps=12_000, batch_size=16, lr=3e-3, warmup=200,
+           cooldown=3000, weight_decay=0.05, clip=1.0, ema=0.999, augment=1, threads=2, checkpoint_every=250,
            check_seed=30_000, check_scenes=16)
 
 
@@ -39,8 +40,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     for k, v in RUN.items():
         p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
     p.add_argument("--out", default=str(WEIGHTS), help="final checkpoint (its .sha256 is written next to it)")
-    p.add_argument("--work", default="artifacts/pretrain", help="folder for the periodic checkpoint latest.pt")
-    return p.parse_args(argv)
+    p.add_argument("--work", default="artifacts/pretrain", help="folder for the periodic checkpoints step_N.pt")
+    a = p.parse_args(argv)
+    if not 0 <= a.cooldown <= a.steps:
+        p.error(f"--cooldown {a.cooldown} is longer than --steps {a.steps} (expected 0 <= cooldown <= steps)"
+                if a.cooldown > a.steps else f"expected --cooldown >= 0, got {a.cooldown}")
+    return a
 
 
 def main(argv: list[str]) -> int:
@@ -80,7 +85,8 @@ def main(argv: list[str]) -> int:
             write(work / f"step_{step}.pt", weights, step)
 
     hist = train(model, train_data, steps=a.steps, batch_size=a.batch_size, lr=a.lr, loss="conf", seed=a.seed,
-                 log_every=math.gcd(50, a.checkpoint_every), warmup=a.warmup, final_lr=a.final_lr,
+                 log_every=math.gcd(50, a.checkpoint_every), warmup=a.warmup,
+                 final_lr=0.0 if a.cooldown else 1.0, schedule="linear", decay_steps=a.cooldown or None,
                  weight_decay=a.weight_decay, clip=a.clip, ema=a.ema, augment=bool(a.augment), progress=False,
                  callback=checkpoint)
     for s, l in zip(hist["step"][::10], hist["loss"][::10]):

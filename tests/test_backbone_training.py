@@ -192,6 +192,14 @@ def test_lr_factor_closed_form():
         lr_factor(0, 10, shape="step")
     with pytest.raises(ValueError, match="final"):
         lr_factor(0, 10, final=1.5)
+    # warm-up, stable, decay: constant until step steps - decay_steps, then linear to `final` over decay_steps
+    assert [lr_factor(s, 10, warmup=1, final=0.0, shape="linear", decay_steps=4) for s in range(12)] == \
+        pytest.approx([1, 1, 1, 1, 1, 1, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0])
+    assert lr_factor(8, 10, warmup=1, final=0.2, shape="cosine", decay_steps=4) == pytest.approx(0.2 + 0.8 * 0.5)
+    assert [lr_factor(s, 50, 5, decay_steps=50) for s in range(60)] == [lr_factor(s, 50, 5) for s in range(60)]
+    for bad in (0, 11):
+        with pytest.raises(ValueError, match=r"decay_steps in \[1, steps=10\]"):
+            lr_factor(0, 10, decay_steps=bad)
 
 
 def test_train_options_are_deterministic_and_ema_applies(scenes):
@@ -210,6 +218,17 @@ def test_train_options_are_deterministic_and_ema_applies(scenes):
     assert any((pa - pc).abs().max() > 0 for pa, pc in zip(a.parameters(), c.parameters()))
     with pytest.raises(ValueError, match="ema"):
         run(ema=1.0)
+    d, hd = run(final_lr=0.0, schedule="linear", decay_steps=3)  # constant for 3 steps, then cooled down
+    e, he = run(final_lr=1.0)  # constant throughout: the same first 3 steps
+    assert hd["loss"][0] == he["loss"][0] and hd["loss"][1] != he["loss"][1]
+
+
+def test_a_non_finite_loss_stops_training_with_the_step(scenes):
+    torch.manual_seed(0)
+    model = TinyDUSt3R(**SMALL, two_heads=False, device="cpu")
+    broken = {**scenes, "img1": torch.full_like(scenes["img1"], float("nan"))}
+    with pytest.raises(FloatingPointError, match="expected a finite loss, got nan at step 1 of 3"):
+        train(model, broken, steps=3, batch_size=2, progress=False)
 
 
 def test_absrel_conf50_follows_the_confidence_ranking():

@@ -129,19 +129,30 @@ def _pretrain_main():
 def test_pretrain_is_seeded_and_a_stopped_run_equals_a_shorter_one(tmp_path, capsys):
     main = _pretrain_main()
     tiny = ["--train-scenes", "4", "--check-scenes", "2", "--warmup", "1", "--checkpoint-every", "2", "--batch-size", "2"]
-    main(tiny + ["--steps", "4", "--out", str(tmp_path / "a.pt"), "--work", str(tmp_path / "a")])
-    main(tiny + ["--steps", "4", "--out", str(tmp_path / "b.pt"), "--work", str(tmp_path / "b")])
-    main(tiny + ["--steps", "2", "--out", str(tmp_path / "c.pt"), "--work", str(tmp_path / "c")])
+
+    def run(name, steps, cooldown):
+        main(tiny + ["--steps", str(steps), "--cooldown", str(cooldown), "--out", str(tmp_path / f"{name}.pt"),
+                     "--work", str(tmp_path / name)])
+    run("a", 6, 2)
+    run("b", 6, 2)
+    run("c", 4, 2)
+    run("d", 2, 0)  # constant rate: the first two steps of every run above
     assert "duration:" in capsys.readouterr().out
 
     def weights(name):
         return torch.load(tmp_path / name, weights_only=True)["state_dict"]
-    a, b, c, a2 = weights("a.pt"), weights("b.pt"), weights("c.pt"), weights("a/step_2.pt")
+    a, b, c, d = weights("a.pt"), weights("b.pt"), weights("c.pt"), weights("d.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same weights
-    assert all(torch.equal(a2[k], c[k]) for k in a)  # step 2 of a 4-step run = the end of a 2-step run
+    a2, a4, c2 = weights("a/step_2.pt"), weights("a/step_4.pt"), weights("c/step_2.pt")
+    assert all(torch.equal(a2[k], d[k]) and torch.equal(c2[k], d[k]) for k in a)  # before any cool-down: equal
+    assert any(not torch.equal(a4[k], c[k]) for k in a)  # c cooled down over its steps 3-4, a did not
     assert any(not torch.equal(a[k], c[k]) for k in a)
     _, meta = load_pretrained(tmp_path / "a.pt")
-    assert meta["steps_done"] == 4 and meta["recipe"]["steps"] == 4 and len(meta["loss"]) >= 1
+    assert meta["steps_done"] == 6 and meta["recipe"]["steps"] == 6 and meta["recipe"]["cooldown"] == 2
+    assert len(meta["loss"]) >= 1
+    with pytest.raises(SystemExit):
+        main(tiny + ["--steps", "2", "--cooldown", "3", "--out", str(tmp_path / "e.pt")])
+    assert "--cooldown 3 is longer than --steps 2" in capsys.readouterr().err
 
 
 def test_eval_script_ends_with_one_json_line(capsys):

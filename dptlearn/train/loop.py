@@ -83,16 +83,22 @@ def compute_loss(model: TinyDUSt3R, batch: dict[str, torch.Tensor], loss: str = 
     raise ValueError(f"expected loss 'conf' or 'l1', got {loss!r}")
 
 
-def lr_factor(step: int, steps: int, warmup: int = 20, final: float = 0.0, shape: str = "cosine") -> float:
+def lr_factor(step: int, steps: int, warmup: int = 20, final: float = 0.0, shape: str = "cosine",
+              decay_steps: int | None = None) -> float:
     """Learning-rate multiplier at 0-based `step` of `steps`: linear warm-up (s + 1) / warmup for the first
-    `warmup` steps, times a decay from 1 to `final` over all `steps` ('cosine': final + (1 - final) *
-    (1 + cos(pi s / steps)) / 2; 'linear': final + (1 - final) * (1 - s / steps)). final=0 with 'cosine'
-    is `train`'s original schedule."""
+    `warmup` steps, times a decay from 1 to `final` over the last `decay_steps` steps (default: all `steps`).
+    With f = the fraction of the decay done, clamped to [0, 1] (f = s / steps by default): 'cosine':
+    final + (1 - final) * (1 + cos(pi f)) / 2; 'linear': final + (1 - final) * (1 - f). final=0 with 'cosine'
+    is `train`'s original schedule; decay_steps < steps holds the rate constant first, then cools it down
+    ("warm-up, stable, decay"), so every step before the cool-down is the same whatever `steps` is."""
     if shape not in ("cosine", "linear"):
         raise ValueError(f"expected shape 'cosine' or 'linear', got {shape!r}")
     if not 0.0 <= final <= 1.0:
         raise ValueError(f"expected final in [0, 1], got {final}")
-    frac = min(step, steps) / steps
+    decay_steps = steps if decay_steps is None else decay_steps
+    if not 0 < decay_steps <= steps:
+        raise ValueError(f"expected decay_steps in [1, steps={steps}], got {decay_steps}")
+    frac = min(max(step - (steps - decay_steps), 0), decay_steps) / decay_steps
     decay = 0.5 * (1 + math.cos(math.pi * frac)) if shape == "cosine" else 1.0 - frac
     return min(1.0, (step + 1) / max(1, warmup)) * (final + (1.0 - final) * decay)
 
@@ -101,9 +107,9 @@ def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_si
           weight_decay: float = 0.05, warmup: int = 20, loss: str = "conf", alpha: float = 0.2, seed: int = 0,
           log_every: int = 10, progress: bool = True, final_lr: float = 0.0, schedule: str = "cosine",
           clip: float = 1.0, ema: float = 0.0, betas: tuple[float, float] = (0.9, 0.95),
-          augment: bool = False, callback=None) -> dict[str, list[float]]:
+          augment: bool = False, callback=None, decay_steps: int | None = None) -> dict[str, list[float]]:
     """AdamW with linear warm-up and cosine decay (see `lr_factor`; `final_lr` is the end multiplier, `schedule`
-    'cosine' or 'linear'). `clip` > 0 clips the gradient norm; `ema` > 0 keeps an exponential moving average of
+    'cosine' or 'linear', `decay_steps` how many final steps the decay takes, default all). `clip` > 0 clips the gradient norm; `ema` > 0 keeps an exponential moving average of
     the weights (decay `ema`, bias-corrected) and copies it into the model at the end. `augment` exchanges the
     views and mirrors each drawn scene with probability 1/2 each (`dptlearn.train.data.augment`). `callback(step, weights)`,
     if given, runs after every logged step with the current weights (the EMA average if `ema` > 0, else the
@@ -114,12 +120,13 @@ def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_si
         raise ValueError(f"expected steps >= 1 and batch_size >= 1, got {steps} and {batch_size}")
     if not 0.0 <= ema < 1.0:
         raise ValueError(f"expected ema in [0, 1), got {ema}")
-    lr_factor(0, steps, warmup, final_lr, schedule)  # validates final_lr and schedule
+    lr_factor(0, steps, warmup, final_lr, schedule, decay_steps)  # validates final_lr, schedule and decay_steps
     device = next(model.parameters()).device
     n = data["img1"].shape[0]
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=tuple(betas))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, warmup, final_lr, schedule))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=tuple(betas),
+                            fused=device.type in ("cpu", "cuda"))  # one kernel for all tensors: ~10% of a CPU step
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, warmup, final_lr, schedule, decay_steps))
     params = [p for p in model.parameters() if p.requires_grad]
     avg = [p.detach().clone() for p in params] if ema else None
     bar = ProgressBar(steps) if progress else None
@@ -143,6 +150,9 @@ def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_si
                 d = min(ema, (1.0 + step) / (10.0 + step))
                 torch._foreach_lerp_(avg, [p.detach() for p in params], 1.0 - d)
         running.append(value.item())
+        if not math.isfinite(running[-1]):
+            raise FloatingPointError(f"expected a finite loss, got {running[-1]} at step {step} of {steps} "
+                                     f"(lr {lr} too high for this model and batch?)")
         if step % log_every == 0 or step == steps:
             history["step"].append(step)
             history["loss"].append(sum(running) / len(running))
