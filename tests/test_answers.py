@@ -1,6 +1,7 @@
 """Loading a learner's answers from a sibling notebook (the capstone's way to run the learner's head)."""
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -47,6 +48,32 @@ def test_found_by_metadata_or_by_an_lms_file_name(tmp_path):
     write_nb(tmp_path, "doe_123_456_05_head_and_postprocess", [code("B = 2")])
     assert load_answers("04_refinenet_fusion", tmp_path).A == 1
     assert load_answers("05_head_and_postprocess", tmp_path).B == 2
+    # the grader's rule (course.lms), not a looser one: Canvas's re-submission suffix and Moodle's prefix match,
+    # a name that merely ends with the assignment's does not
+    write_nb(tmp_path, "doejane_LATE_12_345_03_reassemble-1", [code("C = 3")])
+    write_nb(tmp_path, "Jane Doe_77_assignsubmission_file_02_rearrange", [code("D = 4")])
+    write_nb(tmp_path, "old_01_tokens_and_hooks", [code("E = 5")])
+    assert load_answers("03_reassemble", tmp_path).C == 3
+    assert load_answers("02_rearrange", tmp_path).D == 4
+    with pytest.raises(MissingAnswers, match="not there"):
+        load_answers("01_tokens_and_hooks", tmp_path)
+
+
+@pytest.mark.parametrize("filename, assignment, expected", [
+    ("03_reassemble.ipynb", "03_reassemble", True),
+    ("03_reassemble-alice.ipynb", "03_reassemble", True),
+    ("doejane_12_345_03_reassemble-1.ipynb", "03_reassemble", True),
+    ("Jane Doe_77_assignsubmission_file_03_reassemble.ipynb", "03_reassemble", True),
+    ("doejane_12_345_03_reassemble-1.ipynb", "02_rearrange", False),
+    ("my_03_reassemble.ipynb", "03_reassemble", False),
+    ("reassemble.ipynb", "03_reassemble", False),
+])
+def test_the_grader_and_the_answers_read_file_names_alike(filename, assignment, expected):
+    from dptlearn.course.grading.submissions import find_assignment
+    from dptlearn.course.lms import names_assignment
+    assert names_assignment(filename, assignment) is expected
+    found = find_assignment({}, Path(filename), [SimpleNamespace(name=assignment)])  # no metadata: by file name
+    assert (found is not None) is expected
 
 
 def test_a_lone_notebook_says_its_siblings_are_missing(tmp_path):

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from .exercises import source_of, tags_of
+from .lms import names_assignment
 
 SKIP_TAGS = ("check", "solution-only")
 CAPSTONE = "06_dust3r_head"
@@ -83,7 +84,7 @@ def _candidates(assignment: str, folder: Path) -> list[Path]:
     """The notebooks in ``folder`` that are ``assignment``'s: by metadata, else by file name."""
     candidates = sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
     by_meta = [p for p in candidates if _declared(p) == assignment]
-    return by_meta or [p for p in candidates if p.stem == assignment or p.stem.endswith("_" + assignment)]
+    return by_meta or [p for p in candidates if names_assignment(p.name, assignment)]
 
 
 def _not_there(assignments: list[str], folder: Path, needed_by: str) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..exercises import Assignment
+from ..lms import CANVAS_FILE_RE, MOODLE_FILE_RE, MOODLE_FOLDER_RE, names_assignment, original_name
 from .report import Result
 
 MAX_NOTEBOOK_BYTES = 20 * 2**20   # a released notebook with outputs is well under 1 MiB
@@ -126,7 +127,7 @@ def find_assignment(nb: dict | None, path: Path, assignments: list[Assignment],
     claimed = declared.get("assignment") if isinstance(declared, dict) else None
     filename = original_name(path.name)
     stem = Path(filename).stem
-    prefixed = [a for a in assignments if stem.startswith(a.name)]
+    prefixed = [a for a in assignments if names_assignment(path.name, a.name)]
     by_file = by_name.get(stem) or (max(prefixed, key=lambda a: len(a.name)) if prefixed else None)
     if claimed in by_name:
         if by_file is not None and by_file.name != claimed and notes is not None:
@@ -142,13 +143,6 @@ def find_assignment(nb: dict | None, path: Path, assignments: list[Assignment],
 
 # ----------------------------------------------------------------------------- who and what
 
-# Canvas's "Download Submissions": <lastfirst>[_LATE]_<user id>_<submission id>_<original name>
-CANVAS_FILE_RE = re.compile(
-    r"^(?P<name>[^_]+?)(?P<late>_LATE)?_(?P<uid>\d+)_(?P<sid>\d+)_(?P<orig>.+)$", re.IGNORECASE)
-# Moodle's "Download all submissions": <Full Name>_<participant id>_assignsubmission_file_<name>,
-# as one flat file or (the default since Moodle 3.1) as a folder holding the original file
-MOODLE_FILE_RE = re.compile(r"^(?P<name>[^_]+)_(?P<pid>\d+)_assignsubmission_file_(?P<orig>.+)$")
-MOODLE_FOLDER_RE = re.compile(r"^(?P<name>[^_]+)_(?P<pid>\d+)_assignsubmission_file_?$")
 SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$", re.ASCII)
 
 
@@ -161,12 +155,6 @@ class Student:
     source: str = "folder"          # "folder", "canvas" or "moodle"
     late: bool = False              # Canvas marked the file _LATE
     folder: str = ""                # the folder the identity comes from, as given
-
-
-def original_name(filename: str) -> str:
-    """The file name the student gave, without a Canvas or Moodle download prefix."""
-    m = CANVAS_FILE_RE.match(filename) or MOODLE_FILE_RE.match(filename)
-    return m["orig"] if m else filename
 
 
 def _from_folder(name: str, folder: str) -> Student:
