@@ -26,7 +26,7 @@ from dptlearn.train.loop import evaluate, save_checkpoint, train
 # One head (view 1, DUSt3R's loss on its point map), 16-pixel patches: the fastest configuration to learn depth.
 # Model widths and depths: TinyDUSt3RConfig's defaults (--layer-dims takes 4 comma-separated widths, --two-heads 0/1).
 MODEL = TinyDUSt3RConfig(patch_size=16, two_heads=False)
-RUN = dict(height=64, width=96, train_scenes=768, test_scenes=64, steps=820, batch_size=16, lr=4e-3,
+RUN = dict(height=64, width=96, train_scenes=1152, test_scenes=64, steps=1100, batch_size=16, lr=4e-3,
            loss="conf", seed=0, test_seed=10_000, threads=2,
            # optimiser / schedule (see dptlearn.train.loop.train and lr_factor)
            warmup=20, final_lr=0.0, schedule="cosine", weight_decay=0.05, clip=1.0, ema=0.0, augment=0)
