@@ -8,8 +8,12 @@ stable, decay"), an exponential moving average (EMA) of the weights as the resul
 sums, hence the weights, depend on the thread count, not on the machine). Every `checkpoint_every` steps the
 EMA weights are written to artifacts/pretrain/step_N.pt in the shipped format, so a stopped run still leaves
 a model. Every step before the cool-down is the same whatever --steps is, so a checkpoint of the constant
-phase is reproduced by `--steps N --cooldown 0`. At the end the weights are written as float16 to
-dptlearn/train/weights/tiny_dust3r.pt with its SHA-256 next to it, and the wall and CPU time are printed.
+phase is reproduced by `--steps N --cooldown 0`. The whole training state (weights, optimiser, EMA, batch
+generator) is kept in artifacts/pretrain/state.pt at the same steps and at the end; `--resume` continues from it
+exactly as the uninterrupted run would have gone on, also with more --steps or a later --cooldown (a run of the
+constant phase can be extended, then cooled down). At the end the weights are written as float16 to
+dptlearn/train/weights/tiny_dust3r.pt with its SHA-256 next to it, and the wall and CPU time are printed
+(a resumed run adds the time of the run it continues).
 
 Usage: python scripts/pretrain.py [--steps N] [--out PATH] ...   (see --help; defaults = the shipped checkpoint)
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,12 +45,36 @@ def parse(argv: list[str]) -> argparse.Namespace:
     for k, v in RUN.items():
         p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
     p.add_argument("--out", default=str(WEIGHTS), help="final checkpoint (its .sha256 is written next to it)")
-    p.add_argument("--work", default="artifacts/pretrain", help="folder for the periodic checkpoints step_N.pt")
+    p.add_argument("--work", default="artifacts/pretrain",
+                   help="folder for the periodic checkpoints step_N.pt and the training state state.pt")
+    p.add_argument("--resume", default="", help="a state.pt to continue from (same recipe; --steps and --cooldown "
+                                                "may be larger, e.g. to train longer before cooling down)")
     a = p.parse_args(argv)
     if not 0 <= a.cooldown <= a.steps:
         p.error(f"--cooldown {a.cooldown} is longer than --steps {a.steps} (expected 0 <= cooldown <= steps)"
                 if a.cooldown > a.steps else f"expected --cooldown >= 0, got {a.cooldown}")
     return a
+
+
+# Settings a resumed run may change: how long it goes on, when it cools down, how often it writes.
+MAY_CHANGE_ON_RESUME = ("steps", "cooldown", "checkpoint_every")
+
+
+def load_state(path: str, recipe: dict) -> tuple[dict, dict]:
+    """A training state written by this script (`--work`/state.pt) and the time it had taken, checked against
+    `recipe`: every setting but MAY_CHANGE_ON_RESUME must be the same (the thread count included: the sums,
+    hence the weights, depend on it)."""
+    if not Path(path).is_file():
+        raise SystemExit(f"expected a training state at {path} (pretrain writes --work/state.pt), not found")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "recipe" not in state:
+        raise SystemExit(f"expected a training state written by scripts/pretrain.py in {path}, got another file")
+    differ = {k: (state["recipe"].get(k), v) for k, v in recipe.items()
+              if k not in MAY_CHANGE_ON_RESUME and state["recipe"].get(k) != v}
+    if differ:
+        raise SystemExit("cannot resume with another recipe: " + ", ".join(
+            f"--{k.replace('_', '-')} was {old}, now {new}" for k, (old, new) in differ.items()))
+    return state, state.get("elapsed", {"wall": 0.0, "cpu": 0.0})
 
 
 def main(argv: list[str]) -> int:
@@ -63,6 +92,13 @@ def main(argv: list[str]) -> int:
     model = TinyDUSt3R(MODEL, device="cpu")
     meta = {"recipe": {k: getattr(a, k) for k in RUN}, "torch": str(torch.__version__)}
     work = Path(a.work)
+    resume, spent = load_state(a.resume, meta["recipe"]) if a.resume else (None, {"wall": 0.0, "cpu": 0.0})
+    if resume is not None:
+        print(f"resuming after step {resume['step']} of a run that had taken {spent['wall'] / 60:.1f} min wall",
+              flush=True)
+
+    def elapsed() -> dict[str, float]:
+        return {"wall": spent["wall"] + time.perf_counter() - wall0, "cpu": spent["cpu"] + time.process_time() - cpu0}
 
     def write(path: Path, weights: list[torch.Tensor], step: int, **extra) -> str:
         """Save `weights` (rounded to float16, as stored) with a check on held-out scenes in the meta."""
@@ -72,7 +108,7 @@ def main(argv: list[str]) -> int:
                 p.copy_(w.half().float())  # the numbers the file will hold
         check = evaluate(snapshot, check_data)
         info = {**meta, "steps_done": step, "weights": "EMA" if a.ema else "raw",
-                "wall_seconds": round(time.perf_counter() - wall0), "cpu_seconds": round(time.process_time() - cpu0),
+                "wall_seconds": round(elapsed()["wall"]), "cpu_seconds": round(elapsed()["cpu"]),
                 "check": {"seed": a.check_seed, "scenes": a.check_scenes, **{k: round(v, 6) for k, v in check.items()}},
                 **extra}
         digest = save_pretrained(path, snapshot, info)
@@ -84,16 +120,22 @@ def main(argv: list[str]) -> int:
         if step % a.checkpoint_every == 0:
             write(work / f"step_{step}.pt", weights, step)
 
+    def keep_state(step: int, state: dict) -> None:
+        if step % a.checkpoint_every == 0 or step == a.steps:  # replaced atomically: a kill never leaves half a file
+            tmp = work / "state.pt.tmp"
+            torch.save({**state, "recipe": meta["recipe"], "elapsed": elapsed()}, tmp)
+            os.replace(tmp, work / "state.pt")
+
     hist = train(model, train_data, steps=a.steps, batch_size=a.batch_size, lr=a.lr, loss="conf", seed=a.seed,
                  log_every=math.gcd(50, a.checkpoint_every), warmup=a.warmup,
                  final_lr=0.0 if a.cooldown else 1.0, schedule="linear", decay_steps=a.cooldown or None,
                  weight_decay=a.weight_decay, clip=a.clip, ema=a.ema, augment=bool(a.augment), progress=False,
-                 callback=checkpoint)
+                 callback=checkpoint, on_state=keep_state, resume=resume)
     for s, l in zip(hist["step"][::10], hist["loss"][::10]):
         print(f"  step {s:5d} loss {l:.4f}")
     params = [p.detach() for p in model.parameters() if p.requires_grad]  # train() copied the EMA in
     digest = write(Path(a.out), params, a.steps, loss=[round(v, 4) for v in hist["loss"]])
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    wall, cpu = elapsed()["wall"], elapsed()["cpu"]
     print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB, sha256 {digest})")
     print(f"duration: {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU")
     return 0

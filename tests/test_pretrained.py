@@ -155,6 +155,35 @@ def test_pretrain_is_seeded_and_a_stopped_run_equals_a_shorter_one(tmp_path, cap
     assert "--cooldown 3 is longer than --steps 2" in capsys.readouterr().err
 
 
+def test_a_resumed_run_equals_an_uninterrupted_one_and_can_train_longer(tmp_path, capsys):
+    main = _pretrain_main()
+    tiny = ["--train-scenes", "4", "--check-scenes", "2", "--warmup", "1", "--checkpoint-every", "2", "--batch-size", "2"]
+
+    def run(name, steps, cooldown, *extra):
+        main(tiny + ["--steps", str(steps), "--cooldown", str(cooldown), "--out", str(tmp_path / f"{name}.pt"),
+                     "--work", str(tmp_path / name), *extra])
+    run("full", 6, 2)
+    run("short", 4, 0)  # the constant phase only, then extended and cooled down like "full"
+    run("resumed", 6, 2, "--resume", str(tmp_path / "short" / "state.pt"))
+    assert "resuming after step 4" in capsys.readouterr().out
+
+    def weights(name):
+        return torch.load(tmp_path / name, weights_only=True)["state_dict"]
+    full, resumed, short = weights("full.pt"), weights("resumed.pt"), weights("short.pt")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    assert any(not torch.equal(full[k], short[k]) for k in full)
+    _, meta = load_pretrained(tmp_path / "resumed.pt")
+    _, first = load_pretrained(tmp_path / "short.pt")
+    assert meta["steps_done"] == 6 and meta["cpu_seconds"] >= first["cpu_seconds"]  # time of both parts
+
+    with pytest.raises(SystemExit, match="--lr was 0.003, now 0.001"):
+        run("other", 6, 2, "--resume", str(tmp_path / "short" / "state.pt"), "--lr", "1e-3")
+    with pytest.raises(ValueError, match=r"before the last step \(4\), got one after step 4"):
+        run("again", 4, 0, "--resume", str(tmp_path / "short" / "state.pt"))
+    with pytest.raises(SystemExit, match="expected a training state"):
+        run("none", 6, 2, "--resume", str(tmp_path / "missing.pt"))
+
+
 def test_eval_script_ends_with_one_json_line(capsys):
     import importlib.util
     import json

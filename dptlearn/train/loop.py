@@ -107,15 +107,20 @@ def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_si
           weight_decay: float = 0.05, warmup: int = 20, loss: str = "conf", alpha: float = 0.2, seed: int = 0,
           log_every: int = 10, progress: bool = True, final_lr: float = 0.0, schedule: str = "cosine",
           clip: float = 1.0, ema: float = 0.0, betas: tuple[float, float] = (0.9, 0.95),
-          augment: bool = False, callback=None, decay_steps: int | None = None) -> dict[str, list[float]]:
+          augment: bool = False, callback=None, decay_steps: int | None = None, resume: dict | None = None,
+          on_state=None) -> dict[str, list[float]]:
     """AdamW with linear warm-up and cosine decay (see `lr_factor`; `final_lr` is the end multiplier, `schedule`
     'cosine' or 'linear', `decay_steps` how many final steps the decay takes, default all). `clip` > 0 clips the gradient norm; `ema` > 0 keeps an exponential moving average of
     the weights (decay `ema`, bias-corrected) and copies it into the model at the end. `augment` exchanges the
     views and mirrors each drawn scene with probability 1/2 each (`dptlearn.train.data.augment`). `callback(step, weights)`,
     if given, runs after every logged step with the current weights (the EMA average if `ema` > 0, else the
-    parameters themselves), one tensor per trainable parameter in `model.parameters()` order. Returns
-    {'step': [...], 'loss': [...]} (every log_every steps, each entry the mean loss since the previous one)
-    plus 'seconds'."""
+    parameters themselves), one tensor per trainable parameter in `model.parameters()` order.
+    `on_state(step, state)`, if given, runs after it with the whole training state (weights, optimiser, schedule,
+    EMA, batch generator, history; tensors shared with the live run: save or copy them in the call), and
+    `resume=state` continues from such a state: the steps after it are those of an uninterrupted run with these
+    arguments (`steps` and `decay_steps` may differ from the first run's: the rate follows the new schedule).
+    Returns {'step': [...], 'loss': [...]} (every log_every steps, each entry the mean loss since the previous
+    one) plus 'seconds'."""
     if steps < 1 or batch_size < 1:
         raise ValueError(f"expected steps >= 1 and batch_size >= 1, got {steps} and {batch_size}")
     if not 0.0 <= ema < 1.0:
@@ -129,10 +134,15 @@ def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_si
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, warmup, final_lr, schedule, decay_steps))
     params = [p for p in model.parameters() if p.requires_grad]
     avg = [p.detach().clone() for p in params] if ema else None
-    bar = ProgressBar(steps) if progress else None
     history, running, t0 = {"step": [], "loss": []}, [], time.perf_counter()
+    first = 1
+    if resume is not None:
+        first = _restore(resume, steps, model, opt, sched, avg, gen, history) + 1
+        for g in opt.param_groups:  # the rate of the next step under this run's schedule
+            g["lr"] = g["initial_lr"] * lr_factor(sched.last_epoch, steps, warmup, final_lr, schedule, decay_steps)
+    bar = ProgressBar(steps) if progress else None
     model.train()
-    for step in range(1, steps + 1):
+    for step in range(first, steps + 1):
         idx = torch.randint(0, n, (batch_size,), generator=gen)  # (B,)
         batch = {k: v[idx] for k, v in data.items()}
         if augment:
@@ -161,12 +171,39 @@ def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_si
                 bar.update(step, loss=history["loss"][-1])
             if callback is not None:
                 callback(step, avg if avg is not None else params)
+            if on_state is not None:
+                on_state(step, {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                "scheduler": sched.state_dict(), "ema": avg, "generator": gen.get_state(),
+                                "history": {k: list(v) for k, v in history.items()}})
     if avg is not None:
         with torch.no_grad():
             for p, a in zip(params, avg):
                 p.copy_(a)
     history["seconds"] = time.perf_counter() - t0
     return history
+
+
+def _restore(state: dict, steps: int, model, opt, sched, avg, gen, history) -> int:
+    """Load a state written through `train(on_state=...)` into this run's objects; returns its step."""
+    want = {"step", "model", "optimizer", "scheduler", "ema", "generator", "history"}
+    if not isinstance(state, dict) or not want <= set(state):
+        got = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"expected a training state with keys {sorted(want)}, got {got}")
+    if not 0 < state["step"] < steps:
+        raise ValueError(f"expected a state before the last step ({steps}), got one after step {state['step']}")
+    if (state["ema"] is None) != (avg is None):
+        raise ValueError(f"expected a state {'with' if avg is not None else 'without'} EMA weights, as `ema` asks, "
+                         f"got one {'with' if state['ema'] is not None else 'without'}")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    if avg is not None:
+        with torch.no_grad():
+            for a, saved in zip(avg, state["ema"]):
+                a.copy_(saved)
+    gen.set_state(state["generator"])
+    history.update({k: list(v) for k, v in state["history"].items()})
+    return state["step"]
 
 
 @torch.no_grad()
