@@ -25,6 +25,7 @@ def original_name(filename: str) -> str:
 
 def names_assignment(filename: str, assignment: str) -> bool:
     """Whether a file's name says it answers ``assignment``: after dropping a download prefix, its stem is the
-    assignment's name or starts with it (``03_reassemble-alice.ipynb``, Canvas's ``doejane_12_345_03_reassemble-1.ipynb``).
-    Where several assignments match one name, the grader takes the longest."""
+    assignment's name or starts with it (``03_reassemble-alice.ipynb``, Canvas's
+    ``doejane_12_345_03_reassemble-1.ipynb``). Where several assignments match one name, the grader takes the
+    longest."""
     return Path(original_name(filename)).stem.startswith(assignment)

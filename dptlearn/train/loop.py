@@ -110,11 +110,12 @@ def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_si
           augment: bool = False, callback=None, decay_steps: int | None = None, resume: dict | None = None,
           on_state=None) -> dict[str, list[float]]:
     """AdamW with linear warm-up and cosine decay (see `lr_factor`; `final_lr` is the end multiplier, `schedule`
-    'cosine' or 'linear', `decay_steps` how many final steps the decay takes, default all). `clip` > 0 clips the gradient norm; `ema` > 0 keeps an exponential moving average of
-    the weights (decay `ema`, bias-corrected) and copies it into the model at the end. `augment` exchanges the
-    views and mirrors each drawn scene with probability 1/2 each (`dptlearn.train.data.augment`). `callback(step, weights)`,
-    if given, runs after every logged step with the current weights (the EMA average if `ema` > 0, else the
-    parameters themselves), one tensor per trainable parameter in `model.parameters()` order.
+    'cosine' or 'linear', `decay_steps` how many final steps the decay takes, default all). `clip` > 0 clips the
+    gradient norm; `ema` > 0 keeps an exponential moving average of the weights (decay `ema`, bias-corrected) and
+    copies it into the model at the end. `augment` exchanges the views and mirrors each drawn scene with
+    probability 1/2 each (`dptlearn.train.data.augment`). `callback(step, weights)`, if given, runs after every
+    logged step with the current weights (the EMA average if `ema` > 0, else the parameters themselves), one
+    tensor per trainable parameter in `model.parameters()` order.
     `on_state(step, state)`, if given, runs after it with the whole training state (weights, optimiser, schedule,
     EMA, batch generator, history; tensors shared with the live run: save or copy them in the call), and
     `resume=state` continues from such a state: the steps after it are those of an uninterrupted run with these
@@ -131,7 +132,8 @@ def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_si
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=tuple(betas),
                             fused=device.type in ("cpu", "cuda"))  # one kernel for all tensors: ~10% of a CPU step
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, warmup, final_lr, schedule, decay_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, steps, warmup, final_lr, schedule, decay_steps))
     params = [p for p in model.parameters() if p.requires_grad]
     avg = [p.detach().clone() for p in params] if ema else None
     history, running, t0 = {"step": [], "loss": []}, [], time.perf_counter()
