@@ -252,6 +252,7 @@ def test_confidence_and_error_bars_follow_the_ranking():
     # valid errors 1..11 sorted by falling confidence = rising error: least confident half [6..11], most [1..5]
     assert bars == pytest.approx([np.mean([6, 7, 8, 9, 10, 11]), np.mean([1, 2, 3, 4, 5])])
     assert "log confidence (3, 4)" in [ax.get_title() for ax in fig.axes]
+    assert list(bar_ax.get_xticks()) == [1, 2]  # every group labelled
     plt.close(fig)
     with pytest.raises(ValueError, match="expected conf, err, mask of shape"):
         plot_confidence_and_error(torch.zeros(3, 3, 4), err, err[:2], mask)
@@ -270,6 +271,10 @@ def test_two_view_points_are_normalised_jointly_and_coloured_by_view():
     colors = [tuple(c.get_facecolor()[0]) for c in true_ax.collections]
     assert colors[0] != colors[1]
     assert "true point maps (4, 6, 3) x 2" in true_ax.get_title()
+    # one scale on every axis: the box's sides are proportional to the ranges shown (x, z forward, -y up)
+    ranges = np.array([np.ptp(true_ax.get_xlim()), np.ptp(true_ax.get_ylim()), np.ptp(true_ax.get_zlim())])
+    box = np.array(true_ax.get_box_aspect())
+    np.testing.assert_allclose(box / box.max(), ranges / ranges.max(), rtol=1e-6)
     plt.close(fig)
     with pytest.raises(ValueError, match="two views"):
         plot_two_view_points(true[:1], true, masks)

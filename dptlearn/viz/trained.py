@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import torch
 from torch import nn
@@ -106,19 +107,20 @@ def plot_confidence_and_error(img: torch.Tensor, conf: torch.Tensor, err: torch.
     axes[0].set_title(f"image {fmt_shape(img.shape)}", fontsize=9)
     im = axes[1].imshow(conf.log().masked_fill(~m, float("nan")).cpu().numpy(), cmap="viridis")
     axes[1].set_title(f"log confidence {fmt_shape(conf.shape)}", fontsize=9)
-    fig.colorbar(im, ax=axes[1], fraction=0.03)
+    fig.colorbar(im, ax=axes[1], fraction=0.03).set_label("log C (0: the floor C = 1)", fontsize=8)
     vmax = err.cpu()[m].quantile(0.95).item()  # a few huge errors would otherwise flatten the colour scale
     im = axes[2].imshow(err.masked_fill(~m, float("nan")).cpu().numpy(), cmap="magma", vmin=0, vmax=vmax)
-    axes[2].set_title(f"error {fmt_shape(err.shape)} (colours cap at 95th pct)", fontsize=9)
-    fig.colorbar(im, ax=axes[2], fraction=0.03)
+    axes[2].set_title(f"3D error {fmt_shape(err.shape)} (colours cap at 95th pct)", fontsize=9)
+    fig.colorbar(im, ax=axes[2], fraction=0.03).set_label("scale-normalised units", fontsize=8)
     for ax in axes[:3]:
         ax.set_xticks([]), ax.set_yticks([])
     axes[3].bar(range(1, bins + 1), [g.mean().item() for g in groups], color="tab:purple")
-    axes[3].set_xlabel(f"confidence group (1 = least confident {100 // bins}%)", fontsize=8)
-    axes[3].set_ylabel("mean error", fontsize=8)
+    axes[3].set_xticks(range(1, bins + 1))
+    axes[3].set_xlabel(f"confidence group (1 = least confident {100 // bins}%, {bins} = most)", fontsize=8)
+    axes[3].set_ylabel("mean 3D error", fontsize=8)
     axes[3].set_title("error by confidence", fontsize=9)
     fig.suptitle("Where the model trusts itself vs where it is wrong (sky pixels blank: no label)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(w_pad=2.5)
     return fig
 
 
@@ -129,7 +131,7 @@ def plot_two_view_points(pred: Sequence[torch.Tensor], true: Sequence[torch.Tens
     pred, true: [view 1 points, view 2 points in camera 1]; masks: [mask1, mask2] (H, W) bool. Each side is
     divided by its mean distance to camera 1 over the valid pixels of both views (DUSt3R's normalisation: the
     prediction is only defined up to scale). Points are coloured by the image they come from; every
-    `step`-th pixel is drawn. Axes: x right, z forward, -y up.
+    `step`-th pixel is drawn. Axes: x right, z forward, -y up, at one scale (a sphere looks round).
     """
     if not (len(pred) == len(true) == len(masks) == 2):
         raise ValueError(f"expected two views each of pred, true, masks, got {len(pred)}, {len(true)}, {len(masks)}")
@@ -152,7 +154,9 @@ def plot_two_view_points(pred: Sequence[torch.Tensor], true: Sequence[torch.Tens
         for q, color, name in zip(views, ["tab:blue", "tab:orange"], ["view 1", "view 2 (in camera 1)"]):
             ax.scatter(q[:, 0], q[:, 2], -q[:, 1], s=3, c=color, depthshade=False, label=f"{name}: {len(q)} points")
         ax.set_xlim(lo[0], hi[0]), ax.set_ylim(lo[2], hi[2]), ax.set_zlim(-hi[1], -lo[1])
-        ax.set_xlabel("x"), ax.set_ylabel("z (forward)"), ax.set_zlabel("-y (up)")
+        ax.set_box_aspect(tuple(hi[[0, 2, 1]] - lo[[0, 2, 1]]))  # one unit is as long on every axis: true shapes
+        ax.zaxis.set_major_locator(MaxNLocator(3))
+        ax.set_xlabel("x"), ax.set_ylabel("z (forward)"), ax.set_zlabel("-y (up)", labelpad=2)
         ax.view_init(elev=elev, azim=azim)
         ax.set_title(f"{label} point maps {fmt_shape(pred[0].shape)} x 2, camera 1's frame", fontsize=9)
         ax.legend(loc="upper left", fontsize=8, markerscale=4)
