@@ -86,10 +86,12 @@ export: install
 train-bench: install
 	$(BIN)/python scripts/train_bench.py
 
-# The shipped checkpoint dptlearn/train/weights/tiny_dust3r.pt (+ .sha256): seeded, 1 thread (see the README).
+# The shipped checkpoint dptlearn/train/weights/tiny_dust3r.pt (+ .sha256): seeded, 2 threads (see the README).
+# PRETRAIN_ARGS passes options through, e.g. make pretrain PRETRAIN_ARGS="--resume artifacts/pretrain/state.pt"
 .PHONY: pretrain eval-pretrained
+PRETRAIN_ARGS ?=
 pretrain: install
-	$(BIN)/python scripts/pretrain.py
+	$(BIN)/python scripts/pretrain.py $(PRETRAIN_ARGS)
 
 # Held-out scenes (seed 20000); the last line is {"absrel", "delta1", "absrel_conf50"}.
 eval-pretrained: install
