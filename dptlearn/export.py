@@ -78,8 +78,7 @@ def to_onnx(head: nn.Module, path: str | Path, image_size: Sequence[int]) -> Pat
     H, W = check_image_size(image_size)
     patch_grid((H, W), head.dpt.patch_size)      # a clear error before any tracing
     frozen = copy.deepcopy(head).cpu().float().eval()
-    set_fast_inference(frozen, False)
-    frozen.dpt.fast_inference = False
+    set_fast_inference(frozen, False)          # DPTHead is a FastPath: its setter switches every stage
     tokens = example_tokens(frozen, (H, W), batch=2)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     path = Path(path)

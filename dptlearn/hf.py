@@ -117,10 +117,11 @@ def from_hf(model: nn.Module) -> DepthHead:
     head.layers = NECK_TOKENS
     theirs = {k: v for k, v in model.state_dict().items() if k.startswith(("neck.", "head."))}
     ours = head.dpt.state_dict()
-    problems, used = [], set()
+    source = {key: hf_key(key, name) for key in ours}   # our key -> transformers' key
+    used = set(source.values())
+    problems = []
     for key, param in ours.items():
-        src = hf_key(key, name)
-        used.add(src)
+        src = source[key]
         if src not in theirs:
             problems.append(f"missing {src!r} (for dpt.{key}, shape {list(param.shape)})")
         elif theirs[src].shape != param.shape:
@@ -133,7 +134,7 @@ def from_hf(model: nn.Module) -> DepthHead:
                          + "\n  ".join(problems))
     with torch.no_grad():
         for key, param in ours.items():
-            param.copy_(theirs[hf_key(key, name)])
+            param.copy_(theirs[source[key]])
     return head
 
 

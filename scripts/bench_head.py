@@ -35,9 +35,9 @@ import time
 import torch
 
 CONFIGS = {
-    "dust3r-512": dict(kwargs={}, size=(384, 512), enc=1024, dec=768),
+    "dust3r-512": dict(kwargs={}, size=(384, 512)),
     "course-small": dict(kwargs=dict(enc_embed_dim=192, dec_embed_dim=128, feature_dim=32, last_dim=16,
-                                     layer_dims=(16, 32, 64, 128)), size=(384, 512), enc=192, dec=128),
+                                     layer_dims=(16, 32, 64, 128)), size=(384, 512)),
 }
 PATHS = ("eager", "fast", "bf16", "autocast")
 
@@ -45,13 +45,11 @@ PATHS = ("eager", "fast", "bf16", "autocast")
 def build(name: str, path: str = "fast"):
     """The seeded head and tokens of config ``name``, set up for ``path``."""
     from dptlearn.dust3r import dust3r_dpt_head
+    from dptlearn.export import example_tokens
     cfg = CONFIGS[name]
     torch.manual_seed(0)
     head = dust3r_dpt_head(**cfg["kwargs"], device="cpu")
-    H, W = cfg["size"]
-    g = torch.Generator().manual_seed(1)
-    n = (H // 16) * (W // 16)
-    tokens = [torch.randn(1, n, cfg["enc"] if i == 0 else cfg["dec"], generator=g) for i in range(13)]
+    tokens = example_tokens(head, cfg["size"], seed=1)   # 13 layers: encoder width, then decoder width
     head.dpt.fast_inference = path != "eager"
     if path == "bf16":
         head, tokens = head.to(torch.bfloat16), [t.to(torch.bfloat16) for t in tokens]
@@ -104,12 +102,12 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def analyse(name: str) -> dict:
     """Parameters, FLOPs, and every path's outputs compared with the float32 fast path."""
     from dptlearn.viz.trace import trace_head
-    outs = {}
+    outs, built = {}, {}
     for path in PATHS:
-        head, tokens, size = build(name, path)
+        head, tokens, size = built[path] = build(name, path)
         with torch.inference_mode(), precision(path):
             outs[path] = head(tokens, size)
-    head, tokens, size = build(name, "eager")
+    head, tokens, size = built["eager"]
     trace = trace_head(head, tokens, size)
     ref = outs["fast"]
     errors = {p: {k: rel_err(outs[p][k], ref[k]) for k in ref} for p in PATHS if p != "fast"}

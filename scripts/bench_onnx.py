@@ -21,6 +21,7 @@ import tempfile
 import time
 
 import torch
+from bench_head import rel_err   # scripts/ is on sys.path when this runs as a script
 
 
 def timed(fn, runs: int) -> list[float]:
@@ -75,8 +76,8 @@ def main() -> None:
         print(f"  {name:12s} median {statistics.median(ts) * 1e3:8.1f} ms   min {min(ts) * 1e3:8.1f} ms")
     want = torch_run(True)
     for name, got in zip(("pts3d", "conf"), session.run(None, feed)):
-        ref = want[name].numpy()
-        print(f"  onnxruntime vs torch, {name}: max |diff| / max |torch| = {abs(got - ref).max() / abs(ref).max():.2e}")
+        ref = want[name]
+        print(f"  onnxruntime vs torch, {name}: max |diff| / max |torch| = {rel_err(torch.from_numpy(got), ref):.2e}")
 
 
 if __name__ == "__main__":

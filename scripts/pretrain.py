@@ -107,8 +107,9 @@ def main(argv: list[str]) -> int:
             for p, w in zip([p for p in snapshot.parameters() if p.requires_grad], weights):
                 p.copy_(w.half().float())  # the numbers the file will hold
         check = evaluate(snapshot, check_data)
+        took = elapsed()
         info = {**meta, "steps_done": step, "weights": "EMA" if a.ema else "raw",
-                "wall_seconds": round(elapsed()["wall"]), "cpu_seconds": round(elapsed()["cpu"]),
+                "wall_seconds": round(took["wall"]), "cpu_seconds": round(took["cpu"]),
                 "check": {"seed": a.check_seed, "scenes": a.check_scenes, **{k: round(v, 6) for k, v in check.items()}},
                 **extra}
         digest = save_pretrained(path, snapshot, info)
@@ -135,9 +136,9 @@ def main(argv: list[str]) -> int:
         print(f"  step {s:5d} loss {l:.4f}")
     params = [p.detach() for p in model.parameters() if p.requires_grad]  # train() copied the EMA in
     digest = write(Path(a.out), params, a.steps, loss=[round(v, 4) for v in hist["loss"]])
-    wall, cpu = elapsed()["wall"], elapsed()["cpu"]
+    took = elapsed()
     print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB, sha256 {digest})")
-    print(f"duration: {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU")
+    print(f"duration: {took['wall'] / 60:.1f} min wall, {took['cpu'] / 60:.1f} min CPU")
     return 0
 
 

@@ -53,6 +53,11 @@ def numbered_patches(nh: int, nw: int, patch_size: int = 16) -> torch.Tensor:
     return torch.from_numpy(img).permute(2, 0, 1).contiguous()          # (H, W, 3) -> (3, H, W)
 
 
+def signed_rgb(img: torch.Tensor) -> np.ndarray:
+    """An image (3, H, W) in [-1, 1] (the course's input range) as (H, W, 3) in [0, 1] for imshow."""
+    return ((img.detach().float().cpu().permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy()  # (3, H, W) -> (H, W, 3)
+
+
 def _to_display(img: torch.Tensor) -> np.ndarray:
     """(1, 3, H, W), (3, H, W) or (1, H, W) -> (H, W, 3) or (H, W) numpy."""
     x = img.detach().float().cpu()

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from matplotlib.patches import FancyBboxPatch
 
+from .images import signed_rgb
 from .shapes import fmt_shape
 
 
@@ -36,7 +37,7 @@ def plot_dust3r_overview(img1: torch.Tensor, img2: torch.Tensor, tokens1: Sequen
     for row, (img, out, pts, mask, name) in enumerate(((img1, out1, pts1, mask1, "1"),
                                                         (img2, out2, pts2_in_1, mask2, "2"))):
         ax = fig.add_subplot(gs[row, 0])
-        ax.imshow(((img.detach().cpu().permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())   # (H, W, 3)
+        ax.imshow(signed_rgb(img))   # (H, W, 3)
         ax.set_title(f"view {name}: image {fmt_shape(img.shape)}", fontsize=8.5)
         ax.axis("off")
         ax = fig.add_subplot(gs[row, 2])

@@ -106,10 +106,11 @@ class ShapeTrace:
         return plot_trace(self, title=title)
 
 
-def _dpt_of(head: nn.Module) -> DPTHead:
+def _dpt_of(head: nn.Module, who: str = "trace_head") -> DPTHead:
+    """The DPTHead of ``head``: itself, or its ``.dpt`` (a DUSt3R head); ``who`` names the caller in the error."""
     dpt = head if isinstance(head, DPTHead) else getattr(head, "dpt", None)
     if not isinstance(dpt, DPTHead):
-        raise TypeError(f"trace_head needs a DPTHead or a module with a .dpt DPTHead, got {type(head).__name__}")
+        raise TypeError(f"{who} needs a DPTHead or a module with a .dpt DPTHead, got {type(head).__name__}")
     return dpt
 
 

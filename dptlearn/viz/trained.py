@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..dpt import DPTHead
+from .images import signed_rgb
 from .shapes import fmt_shape
+from .trace import _dpt_of
 
 
 def capture_stages(head: nn.Module, run: Callable[[], object]) -> dict[str, torch.Tensor]:
@@ -28,9 +29,7 @@ def capture_stages(head: nn.Module, run: Callable[[], object]) -> dict[str, torc
     head: a DPTHead or a module with a `.dpt` DPTHead (a DUSt3R head). Returns {'reassemble.{i}': (B, D, h_i, w_i)
     for the 4 levels, finest first, 'fusion.{i}': (B, D, h, w) for each fusion block} (detached, on the CPU).
     """
-    dpt = head if isinstance(head, DPTHead) else getattr(head, "dpt", None)
-    if not isinstance(dpt, DPTHead):
-        raise TypeError(f"expected a DPTHead or a module with a .dpt DPTHead, got {type(head).__name__}")
+    dpt = _dpt_of(head, "capture_stages")
     out: dict[str, torch.Tensor] = {}
 
     def keep_levels(_m, _args, levels):
@@ -85,10 +84,6 @@ def plot_trained_vs_random(trained: dict[str, torch.Tensor], random: dict[str, t
     return fig
 
 
-def _rgb(img: torch.Tensor) -> np.ndarray:
-    return ((img.detach().float().cpu().permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy()  # (3, H, W) -> (H, W, 3)
-
-
 def plot_confidence_and_error(img: torch.Tensor, conf: torch.Tensor, err: torch.Tensor, mask: torch.Tensor,
                               bins: int = 5):
     """One image: RGB (3, H, W) in [-1, 1], log-confidence (H, W), error (H, W), valid mask (H, W) bool.
@@ -103,7 +98,7 @@ def plot_confidence_and_error(img: torch.Tensor, conf: torch.Tensor, err: torch.
     order = conf.cpu()[m].argsort()  # (n,) least confident first
     groups = err.cpu()[m][order].tensor_split(bins)  # bins x (about n / bins,)
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.0), gridspec_kw={"width_ratios": [1, 1, 1, 0.8]})
-    axes[0].imshow(_rgb(img))
+    axes[0].imshow(signed_rgb(img))
     axes[0].set_title(f"image {fmt_shape(img.shape)}", fontsize=9)
     im = axes[1].imshow(conf.log().masked_fill(~m, float("nan")).cpu().numpy(), cmap="viridis")
     axes[1].set_title(f"log confidence {fmt_shape(conf.shape)}", fontsize=9)
