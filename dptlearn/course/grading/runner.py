@@ -445,8 +445,8 @@ def score(s: Staged, judge: verdicts.Judge, results: Path, cases: list[dict],
         check = next((c for c in mine if c.get("role") == "check"), None)
         flags: list[str] = []
         ran = None if check is None else check["outcome"] == "passed"
-        if ex.id in judge.broken:
-            out.append(ExerciseResult(ex.id, 0, ex.points, False, judge.broken[ex.id], ["grader-error"]))
+        if ex.id in judge.broken:                     # the verdict of a check the grader could not set up
+            out.append(ExerciseResult(ex.id, 0, ex.points, *judge.verdict(ex.id, None)))
             continue
         try:
             payload = verdicts.load_results(results / f"{ex.id}.pt")
