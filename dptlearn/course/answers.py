@@ -80,11 +80,15 @@ def _declared(path: Path) -> str | None:
         return None
 
 
-def _candidates(assignment: str, folder: Path) -> list[Path]:
-    """The notebooks in ``folder`` that are ``assignment``'s: by metadata, else by file name."""
-    candidates = sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
-    by_meta = [p for p in candidates if _declared(p) == assignment]
-    return by_meta or [p for p in candidates if names_assignment(p.name, assignment)]
+def _declarations(folder: Path) -> dict[Path, str | None]:
+    """Every notebook in ``folder`` (sorted, hidden ones left out) and the assignment its metadata names."""
+    return {p: _declared(p) for p in sorted(folder.glob("*.ipynb")) if not p.name.startswith(".")}
+
+
+def _candidates(assignment: str, declared: dict[Path, str | None]) -> list[Path]:
+    """The notebooks of ``_declarations`` that are ``assignment``'s: by metadata, else by file name."""
+    by_meta = [p for p, name in declared.items() if name == assignment]
+    return by_meta or [p for p in declared if names_assignment(p.name, assignment)]
 
 
 def _not_there(assignments: list[str], folder: Path, needed_by: str) -> str:
@@ -95,10 +99,12 @@ def _not_there(assignments: list[str], folder: Path, needed_by: str) -> str:
             f"cannot run your head.")
 
 
-def find_notebook(assignment: str, folder: Path, needed_by: str = "this notebook") -> Path:
-    """The notebook of ``assignment`` in ``folder`` (metadata first, then the file name)."""
+def find_notebook(assignment: str, folder: Path, needed_by: str = "this notebook",
+                  declared: dict[Path, str | None] | None = None) -> Path:
+    """The notebook of ``assignment`` in ``folder`` (metadata first, then the file name); ``declared``:
+    the folder's ``_declarations`` when the caller has read them already."""
     folder = Path(folder)
-    found = _candidates(assignment, folder)
+    found = _candidates(assignment, declared if declared is not None else _declarations(folder))
     if not found:
         raise MissingAnswers(_not_there([assignment], folder, needed_by))
     if len(found) > 1:
@@ -107,9 +113,10 @@ def find_notebook(assignment: str, folder: Path, needed_by: str = "this notebook
     return found[0]
 
 
-def load_answers(assignment: str, folder: str | Path | None = None, needed_by: str = "this notebook") -> Answers:
+def load_answers(assignment: str, folder: str | Path | None = None, needed_by: str = "this notebook",
+                 declared: dict[Path, str | None] | None = None) -> Answers:
     """Run ``assignment``'s notebook (see the module docstring) and return what it defined."""
-    path = find_notebook(assignment, Path(folder) if folder is not None else Path.cwd(), needed_by)
+    path = find_notebook(assignment, Path(folder) if folder is not None else Path.cwd(), needed_by, declared)
     try:
         nb = json.loads(path.read_text(encoding="utf-8"))
         cells = list(nb["cells"])
@@ -209,14 +216,15 @@ def load_parts(folder: str | Path | None = None, needed_by: str = CAPSTONE) -> P
     raises ``MissingAnswers`` when one of its parts is used, so that a check can say so.
     """
     folder = Path(folder) if folder is not None else Path.cwd()
-    absent = [nb for nb in PARTS if not _candidates(nb, folder)]
+    declared = _declarations(folder)                  # each notebook's metadata read once, not once per part
+    absent = [nb for nb in PARTS if not _candidates(nb, declared)]
     problems = {nb: _not_there(absent, folder, needed_by) for nb in absent}
     loaded = {}
     for nb in PARTS:
         if nb in absent:
             continue
         try:
-            loaded[nb] = load_answers(nb, folder, needed_by)
+            loaded[nb] = load_answers(nb, folder, needed_by, declared)
         except MissingAnswers as exc:
             problems[nb] = str(exc)
     return Parts(loaded, problems, absent)
