@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import errno
 import io
 import json
 import random
@@ -585,6 +586,31 @@ def test_a_report_name_the_file_system_refuses_costs_only_that_name(tmp_path):
     assert r.name.startswith("submission-") and "could not be written" in r.notes[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{r.name}.json", f"{r.name}.junit.xml"]
     assert json.loads((tmp_path / f"{r.name}.json").read_text())["name"] == r.name
+
+
+@pytest.mark.parametrize("error, refused", [
+    (PermissionError(errno.EACCES, "Permission denied"), False),
+    (OSError(errno.ENOSPC, "No space left on device"), False),
+    (OSError(errno.ENAMETOOLONG, "File name too long"), True),
+])
+def test_only_a_refused_name_falls_back_other_write_errors_stop_the_run(tmp_path, monkeypatch, error, refused):
+    write_result = grade.write_result
+
+    def failing(report_dir, r):           # fails for the original name only
+        if r.name == "eve__a":
+            raise error
+        write_result(report_dir, r)
+
+    monkeypatch.setattr(grade, "write_result", failing)
+    r = Result("c/eve/a.ipynb", "eve__a", "02_rearrange", exercises=[exercise("grid", 0, 3, "x")])
+    if not refused:
+        with pytest.raises(type(error)) as raised:
+            grade.write_reports(tmp_path, r)
+        assert raised.value is error and r.name == "eve__a" and r.notes == []
+        return
+    grade.write_reports(tmp_path, r)
+    assert r.name.startswith("submission-") and "File name too long" in r.notes[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{r.name}.json", f"{r.name}.junit.xml"]
 
 
 def test_results_round_trip_through_json():

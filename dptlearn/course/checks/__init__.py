@@ -21,6 +21,7 @@ sandboxed kernel): see ``harness.py``.
 """
 from __future__ import annotations
 
+from ..answers import PART_NOTEBOOK
 from .dust3r import ConvertDust3rStateDict, MyDUSt3RHeadCheck
 from .fusion import CropTo, FusePyramid, FusionBlockCheck, ResidualConvUnitCheck, ResidualConvUnitFn
 from .grid import GridToTokens, PatchGrid, TokensToGrid
@@ -48,15 +49,17 @@ head_sequential = HeadSequential()
 depth_activation = DepthActivation()
 conf_activation = ConfActivation()
 postprocess = Postprocess()
-MyDUSt3RHead = MyDUSt3RHeadCheck()
-convert_dust3r_state_dict = ConvertDust3rStateDict()
-
-CHECKS: dict[str, Check] = {c.name: c for c in (
+_BEFORE_CAPSTONE: dict[str, Check] = {c.name: c for c in (
     hook_indices, select_hooked_tokens, apply_readout, ReadoutProject,
     patch_grid, tokens_to_grid, grid_to_tokens,
     reassemble_branch, Reassemble,
     residual_conv_unit, ResidualConvUnit, crop_to, FusionBlock, fuse_pyramid,
-    RegressionHead, head_sequential, depth_activation, conf_activation, postprocess,
-    MyDUSt3RHead, convert_dust3r_state_dict)}
+    RegressionHead, head_sequential, depth_activation, conf_activation, postprocess)}
+# The capstone judges each part the learner hands in by that part's own check: these very instances.
+MyDUSt3RHead = MyDUSt3RHeadCheck({name: _BEFORE_CAPSTONE[name] for name in PART_NOTEBOOK})
+convert_dust3r_state_dict = ConvertDust3rStateDict(MyDUSt3RHead.part_checks)
+
+CHECKS: dict[str, Check] = {**_BEFORE_CAPSTONE, MyDUSt3RHead.name: MyDUSt3RHead,
+                            convert_dust3r_state_dict.name: convert_dust3r_state_dict}
 
 __all__ = list(CHECKS) + ["CHECKS", "Case", "Check", "CheckFailed"]

@@ -3,7 +3,7 @@
 The learner hands in a dict, ``{"parts": load_parts(), "head": MyDUSt3RHead}`` (plus
 ``"convert": convert_dust3r_state_dict`` for the second exercise), where ``load_parts``
 (``dptlearn.course.answers``) reads the answers of notebooks 01-05 from the learner's folder.
-A capstone plan is every part's own check plan (``PART_CHECKS``, run on
+A capstone plan is every part's own check plan (``Capstone.part_checks``, run on
 ``learner["parts"][name]``; see ``scoped``) followed by steps on the learner's head: build it
 at a small DUSt3R configuration, give it seeded weights, run it on an odd and an even patch
 grid. The plan holds only tensors, numbers and the learner's objects' names: the probe needs
@@ -22,21 +22,12 @@ from ... import dust3r as ref_dust3r
 from ... import fusion as ref_fusion
 from ... import postprocess as ref_post
 from ..answers import PART_NOTEBOOK
-from .fusion import CropTo, FusePyramid, FusionBlockCheck, ResidualConvUnitCheck
-from .grid import PatchGrid, TokensToGrid
 from .harness import INF, Case, Check, CheckFailed, build, call, generator, load, randomize_, same_tensor
-from .head import ConfActivation, DepthActivation, Postprocess, RegressionHeadCheck
-from .reassemble import ReassembleBranchCheck, ReassembleCheck
-from .tokens import HookIndices, SelectHookedTokens
 
 ENC, DEC, DEC_DEPTH, FEATURE_DIM, LAST_DIM, LAYER_DIMS = 8, 6, 10, 8, 6, (3, 4, 5, 6)
 CONFIG = (ENC, DEC, DEC_DEPTH, FEATURE_DIM, LAST_DIM, LAYER_DIMS)   # MyDUSt3RHead's arguments, in order
 SIZES = ((48, 80), (64, 96))      # 3x5 patches (odd: the crop acts) and 4x6
 B = 2
-PART_CHECKS = {c.name: c for c in (
-    HookIndices(), SelectHookedTokens(), PatchGrid(), TokensToGrid(), ReassembleBranchCheck(), ReassembleCheck(),
-    ResidualConvUnitCheck(), CropTo(), FusionBlockCheck(), FusePyramid(),
-    RegressionHeadCheck(), DepthActivation(), ConfActivation(), Postprocess())}
 
 
 def small_head(g: torch.Generator) -> "ref_dust3r.DUSt3RHead":
@@ -93,13 +84,26 @@ class Capstone(Check):
 
     forbidden = ("dptlearn",)       # the whole head: every part of it is the learner's by now
 
+    def __init__(self, part_checks: dict[str, Check]):
+        """``part_checks``: each part's own check by name, in the order of PARTS (the registry's instances)."""
+        self.part_checks = part_checks
+
     def part_plans(self, seed: int) -> tuple[list, list]:
         plan, parts = [], []
         for name in PART_NOTEBOOK:
-            sub = PART_CHECKS[name].case(seed)
+            sub = self.part_checks[name].case(seed)
             parts.append((name, sub, len(plan), len(plan) + len(sub.plan)))
             plan += scoped(sub.plan, name)
         return plan, parts
+
+    def _base(self, seed: int) -> tuple[list, list, dict]:
+        """What both capstones share: the parts' plans, dptlearn's head with seeded weights (``data['ref']``),
+        and the forward steps on both grids with their expected outputs."""
+        plan, parts = self.part_plans(seed)
+        ref = small_head(generator(self.name, seed, 0))
+        steps, tokens = self.head_steps(generator(self.name, seed, 1))
+        return plan, steps, {"parts": parts, "ref": ref, "tokens": tokens,
+                             "want": [ref(t, size) for t, size in zip(tokens, SIZES)]}
 
     def _no_reference(self, results: list) -> None:
         """Done in ``judge_parts``, part by part, so that a failure names the part."""
@@ -113,7 +117,7 @@ class Capstone(Check):
             if missing is not None:
                 self.fail(str(missing.get("message", "")))
             try:
-                PART_CHECKS[name].judge(sub, segment)
+                self.part_checks[name].judge(sub, segment)
             except CheckFailed as e:
                 where = f"your {name} from {PART_NOTEBOOK[name]}.ipynb"
                 why = str(e).removeprefix(f"{name}: ")
@@ -199,20 +203,17 @@ class MyDUSt3RHeadCheck(Capstone):
     name = "MyDUSt3RHead"
 
     def make_case(self, seed):
-        plan, parts = self.part_plans(seed)
-        ref = small_head(generator(self.name, seed, 0))
-        steps, tokens = self.head_steps(generator(self.name, seed, 1))
-        plan += [self.build_head(), load(head_state(ref), slot="head")] + steps
-        return Case(plan, {"parts": parts, "ref": ref, "tokens": tokens,
-                           "want": [ref(t, size) for t, size in zip(tokens, SIZES)]})
+        plan, steps, data = self._base(seed)
+        plan += [self.build_head(), load(head_state(data["ref"]), slot="head")] + steps
+        return Case(plan, data)
 
     def verify(self, case, results):
         i = self.judge_parts(case, results)
         self.weights_loaded(case, results, i, i + 1, hint=state_hint)
         self.outputs(case, results, i + 2, diagnose=True)
         hooks = list(case.data["ref"].dpt.hooks)
-        return (f"your 14 parts from 01-05 pass their checks; your head (dec_depth {DEC_DEPTH}, hooks {hooks}) "
-                f"gives DUSt3R's pts3d and conf on a 3x5 and a 4x6 patch grid")
+        return (f"your {len(PART_NOTEBOOK)} parts from 01-05 pass their checks; your head (dec_depth {DEC_DEPTH}, "
+                f"hooks {hooks}) gives DUSt3R's pts3d and conf on a 3x5 and a 4x6 patch grid")
 
 
 ALIAS_RE = re.compile(r"dpt\.scratch\.layer\d_rn\.weight")
@@ -255,17 +256,15 @@ class ConvertDust3rStateDict(Capstone):
     name = "convert_dust3r_state_dict"
 
     def make_case(self, seed):
-        plan, parts = self.part_plans(seed)
-        ref = small_head(generator(self.name, seed, 0))
+        plan, steps, data = self._base(seed)
+        ref = data["ref"]
         sd = dust3r_layout(ref, generator(self.name, seed, 2))
-        steps, tokens = self.head_steps(generator(self.name, seed, 1))
         plan += [self.build_head(),
                  {**call(sd, what="convert_dust3r_state_dict(sd)"), "of": ["convert"], "keep": "converted"},
                  {"op": "load", "slot": "head", "state": {"$slot": "converted"},
                   "what": "loading your converted dict into your head (strict)"}] + steps
         mapping = {ours: "dpt." + theirs for theirs, ours in ref_dust3r._key_map(ref.dpt).items()}
-        return Case(plan, {"parts": parts, "ref": ref, "tokens": tokens, "sd": sd, "ours": head_state(ref),
-                           "mapping": mapping, "want": [ref(t, size) for t, size in zip(tokens, SIZES)]})
+        return Case(plan, {**data, "sd": sd, "ours": head_state(ref), "mapping": mapping})
 
     def verify(self, case, results):
         i = self.judge_parts(case, results)

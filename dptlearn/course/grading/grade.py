@@ -30,6 +30,7 @@ rules are in docs/grading.md.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import sys
 import time
@@ -43,6 +44,8 @@ from .runner import STUDENT_LIMIT_S, Settings, grade_all
 from .submissions import assign_students, expand_submissions, in_shard, parse_shard, report_names
 
 DEFAULT_TIMEOUT_S = 120.0
+# How a file system refuses a name: too long; not in its encoding; invalid there (vfat, SMB, Windows).
+REFUSED_NAME = (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL)
 
 
 @dataclass
@@ -159,7 +162,7 @@ def write_reports(report_dir: Path, r: Result) -> None:
             write_result(report_dir, r)
             return
         except OSError as exc:
-            if attempt:
+            if attempt or exc.errno not in REFUSED_NAME:     # a full disk, a denied folder: not the name
                 raise
             for ext in (".json", ".junit.xml"):
                 try:

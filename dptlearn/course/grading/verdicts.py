@@ -17,6 +17,7 @@ normalisation (``identical_to_reference``).
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import os
 import secrets
@@ -337,10 +338,11 @@ def _defs(source: str) -> list[ast.AST]:
     return defs[:MAX_DEFS]
 
 
-def _names(ex_id: str, a: Assignment) -> set[str]:
+@functools.cache        # keyed on the solution's check cell, never a submission's: parsed once
+def _names(ex_id: str, check_source: str) -> frozenset[str]:
     """The names an exercise's answer goes by: its id and the names its check cell passes."""
-    expr = check_call(source_of(a.check_cell(ex_id))).expr
-    return {ex_id} | {n.id for n in ast.walk(ast.parse(expr)) if isinstance(n, ast.Name)}
+    expr = check_call(check_source).expr
+    return frozenset({ex_id} | {n.id for n in ast.walk(ast.parse(expr)) if isinstance(n, ast.Name)})
 
 
 class _Normalise(ast.NodeTransformer):
@@ -398,7 +400,7 @@ def identical_to_reference(cells: list[dict], a: Assignment,
     to the exercise whose name, or whose check cell's argument, is the copy's name or the
     reference's.
     """
-    names = {ex.id: _names(ex.id, a) for ex in a.exercises}
+    names = {ex.id: _names(ex.id, source_of(a.check_cell(ex.id))) for ex in a.exercises}
     found: dict[str, str] = {}
     loose: list[str] = []
     for cell in cells:
