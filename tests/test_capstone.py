@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +26,8 @@ from dptlearn import checks
 from dptlearn.course import probe
 from dptlearn.course.answers import PARTS, MissingAnswers, Parts, load_answers, load_parts
 from dptlearn.course.checks import CHECKS, CheckFailed
+
+from _helpers import run_grader, submission_reports
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "solutions"
@@ -280,14 +279,10 @@ def test_grading_a_student_folder_and_a_lone_06(tmp_path):
     for nb in SOLUTIONS.glob("*.ipynb"):
         shutil.copy(nb, subs / "alice")
     shutil.copy(SOLUTIONS / "06_dust3r_head.ipynb", subs / "bob")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
-    out = subprocess.run([sys.executable, "-m", "dptlearn.course.grading.grade", str(subs), "--jobs", "2",
-                          "--report-dir", str(tmp_path / "report")], env=env, capture_output=True, text=True,
-                         timeout=600)
+    out = run_grader(str(subs), "--jobs", "2", "--report-dir", str(tmp_path / "report"))
     assert out.returncode == 0, out.stderr
     reports = {(r["student"], r["assignment"]): r for r in
-               (json.loads(p.read_text()) for p in (tmp_path / "report").glob("*.json")) if "student" in r}
+               (json.loads(p.read_text()) for p in submission_reports(tmp_path / "report"))}
     alice, bob = reports["alice", "06_dust3r_head"], reports["bob", "06_dust3r_head"]
     assert alice["score"] == alice["max_score"] == 10, alice
     assert all(r["score"] == r["max_score"] and not any(e["flags"] for e in r["exercises"])

@@ -31,27 +31,23 @@ from dptlearn import checks
 from dptlearn import fusion as fu
 from dptlearn import grid as gr
 from dptlearn.course import probe
-from dptlearn.course.answers import PART_NOTEBOOK
+from dptlearn.course.answers import PARTS, Answers, Parts
 from dptlearn.course.checks import CHECKS, CheckFailed
 from dptlearn.course.grading.verdicts import check_call
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class _Parts(dict):
-    """What the capstone's ``load_parts()`` gives: the parts of 01-05, by key or attribute."""
-
-    __getattr__ = dict.__getitem__
-
-
 def solution_objects() -> dict:
     """Every exercise's object, from the solution cells of solutions/*.ipynb (one namespace per notebook):
     what its check cell hands to the check, e.g. ``{"parts": mine, "head": MyDUSt3RHead}`` in 06, where
-    ``mine`` holds the parts the earlier notebooks' solution cells defined."""
-    found, defined = {}, {}
+    ``mine`` is what the capstone's ``load_parts()`` gives (a ``Parts``): each part from the namespace of
+    its own notebook's solution cells (a notebook not run yet: ``MissingAnswers`` when one of its parts is used)."""
+    found, answers = {}, {}
     for path in sorted((ROOT / "solutions").glob("*.ipynb")):
-        ns = {"math": math, "re": re, "torch": torch, "F": F, "nn": nn, "rearrange": rearrange,
-              "mine": _Parts({name: defined[name] for name in PART_NOTEBOOK if name in defined})}
+        later = [nb for nb in PARTS if nb not in answers]
+        mine = Parts(dict(answers), {nb: f"{nb} is run after {path.stem}" for nb in later}, [])
+        ns = {"math": math, "re": re, "torch": torch, "F": F, "nn": nn, "rearrange": rearrange, "mine": mine}
         checked = []
         for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
             tags = cell.get("metadata", {}).get("tags", [])
@@ -60,7 +56,9 @@ def solution_objects() -> dict:
             if "check" in tags:
                 checked.append(check_call("".join(cell["source"])))
         found.update({c.name: eval(c.expr, ns) for c in checked})  # noqa: S307 - our own check cells
-        defined.update(ns)
+        if path.stem in PARTS:
+            answers[path.stem] = Answers(path.stem, path, ns, [])
+    assert set(answers) == set(PARTS), "a notebook of the capstone's parts is missing from solutions/"
     return found
 
 

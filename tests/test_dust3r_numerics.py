@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dptlearn.dust3r import dust3r_dpt_head, dust3r_state_dict, load_dust3r_head_weights
+from _helpers import rel_err
 from dust3r_reference import random_dust3r_state_dict, reference_output
 
 CONFIGS = {c["name"]: c for c in json.loads(
@@ -26,10 +27,6 @@ def random_tokens(size, enc=192, dec=128, batch=2, seed=1, dtype=torch.float64, 
     g = torch.Generator().manual_seed(seed)
     n = (size[0] // 16) * (size[1] // 16)
     return [torch.randn(batch, n, enc if i == 0 else dec, generator=g, dtype=dtype).to(device) for i in range(13)]
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")

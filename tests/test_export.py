@@ -9,16 +9,9 @@ pytest.importorskip("onnxscript")
 from dptlearn.depth_anything import depth_anything_v2_head  # noqa: E402
 from dptlearn.dust3r import dust3r_dpt_head  # noqa: E402
 from dptlearn.export import example_tokens, output_names, to_onnx  # noqa: E402
+from _helpers import seeded_  # noqa: E402
 
 SMALL = dict(enc_embed_dim=32, dec_embed_dim=24, feature_dim=16, last_dim=8, layer_dims=(8, 16, 24, 32))
-
-
-def seeded_(module, seed=0, scale=0.1):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * scale)
-    return module
 
 
 def run_both(head, path, image_size, batch):

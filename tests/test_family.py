@@ -15,16 +15,10 @@ from dptlearn.dpt_large import DPT_LARGE_HOOKS, dpt_large_head
 from dptlearn.dust3r import dust3r_dpt_head
 from dptlearn.fusion import FusionBlock, fuse_pyramid, fuse_pyramid_uncropped
 from dptlearn.head import RegressionHead
+from _helpers import seeded_
 
 SMALL = dict(layer_dims=(8, 16, 24, 32), feature_dim=16)
-
-
-def seeded_(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return module
+SCALE = 0.3        # the weights' scale here (seeded_'s default is 0.1)
 
 
 def tokens(n_layers, n_patches, width, batch=2, seed=1):
@@ -35,7 +29,7 @@ def tokens(n_layers, n_patches, width, batch=2, seed=1):
 # ------------------------------------------------------------------ stage options
 
 def test_fusion_block_resize_skip_is_bilinear_without_align_corners_then_the_usual_block():
-    block = seeded_(FusionBlock(4, resize_skip=True)).eval()
+    block = seeded_(FusionBlock(4, resize_skip=True), scale=SCALE).eval()
     x, skip = torch.randn(1, 4, 4, 6), torch.randn(1, 4, 3, 5)     # the path is one cell larger each way
     with torch.no_grad():
         resized = F.interpolate(skip, size=(4, 6), mode="bilinear", align_corners=False)
@@ -62,7 +56,7 @@ def pyramid(nh, nw, D=4, seed=0):
 
 
 def blocks(resize_skip=False):
-    return [seeded_(FusionBlock(4, with_skip=i < 3, resize_skip=resize_skip), i).eval() for i in range(4)]
+    return [seeded_(FusionBlock(4, with_skip=i < 3, resize_skip=resize_skip), i, scale=SCALE).eval() for i in range(4)]
 
 
 def test_upsample_to_level_sends_the_coarsest_block_straight_to_the_next_levels_size():
@@ -106,7 +100,7 @@ def test_on_an_odd_grid_they_differ():
 
 @pytest.mark.parametrize("activation, fn", [("relu", F.relu), ("sigmoid", torch.sigmoid)])
 def test_regression_head_output_activation(activation, fn):
-    plain = seeded_(RegressionHead(8, 6, 1)).eval()
+    plain = seeded_(RegressionHead(8, 6, 1), scale=SCALE).eval()
     ended = RegressionHead(8, 6, 1, activation=activation).eval()
     ended.load_state_dict(plain.state_dict())        # the activation adds no weights
     x = torch.randn(2, 8, 5, 7)
@@ -138,7 +132,7 @@ def test_dpt_large_preset_layout():
 
 
 def test_dpt_large_preset_runs_and_is_non_negative():
-    head = seeded_(dpt_large_head(hidden_size=32, **SMALL, device="cpu"))
+    head = seeded_(dpt_large_head(hidden_size=32, **SMALL, device="cpu"), scale=SCALE)
     with torch.no_grad():
         depth = head(tokens(24, 1 + 4 * 6, 32), (64, 96))
         grown = head(tokens(24, 1 + 3 * 5, 32), (48, 80))
@@ -158,7 +152,8 @@ def test_depth_anything_presets(size):
 
 @pytest.mark.parametrize("depth_type, max_depth", [("relative", 1.0), ("metric", 20.0)])
 def test_depth_anything_head_output_is_the_image_size_on_odd_grids(depth_type, max_depth):
-    head = seeded_(depth_anything_v2_head("vits", depth_type, max_depth, hidden_size=32, **SMALL, device="cpu"))
+    head = seeded_(depth_anything_v2_head("vits", depth_type, max_depth, hidden_size=32, **SMALL, device="cpu"),
+                   scale=SCALE)
     with torch.no_grad():
         depth = head(tokens(12, 1 + 37 * 5, 32, batch=1), (518, 70))   # 37 rows: odd, as at 518 px
     assert depth.shape == (1, 518, 70) and depth.min() >= 0

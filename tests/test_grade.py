@@ -23,10 +23,10 @@ import pytest
 
 from dptlearn.course import exercises
 from dptlearn.course.grading import grade, plugin, runner, warm
-from dptlearn.course.grading.reportdir import MANIFEST
 
 sys.path.insert(0, str(Path(__file__).parent / "grading"))
 import crafted  # noqa: E402
+from _helpers import run_grader, submission_reports  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CELL_TIMEOUT = "5"
@@ -34,13 +34,6 @@ CELL_TIMEOUT = "5"
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def run_grader(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
-    return subprocess.run([sys.executable, "-m", "dptlearn.course.grading.grade", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +58,6 @@ def class_run(tmp_path_factory):
     proc = run_grader(*[str(p) for p, _ in cases.values()], "--solutions", str(crafted.SOLUTIONS),
                       "--report-dir", str(report), "--jobs", "4", "--timeout", CELL_TIMEOUT)
     return cases, report, hashes, proc
-
-
-def submission_reports(report: Path) -> list[Path]:
-    return sorted(p for p in report.glob("*.json") if p.name != MANIFEST)
 
 
 def result_of(class_run, case: str) -> dict:

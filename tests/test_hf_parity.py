@@ -11,16 +11,15 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from dptlearn.hf import from_hf, hf_key, hf_neck_tokens  # noqa: E402
+from _helpers import seeded_  # noqa: E402
 
 RTOL = 1e-4
 
 
 def randomized(model, seed=1):
     """Weights drawn at a larger scale than the init, so no layer is near zero or near identity."""
-    g = torch.Generator().manual_seed(seed)
+    seeded_(model, seed, scale=0.1)
     with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
         last = model.head.head[4] if hasattr(model.head, "head") else model.head.conv3
         last.weight.abs_()       # positive weights on ReLU'd features: the final ReLU keeps (nearly) every pixel
     return model.eval()

@@ -14,7 +14,9 @@ import torch
 
 from dptlearn import fused
 from dptlearn.dust3r import dust3r_dpt_head
+from dptlearn.export import example_tokens
 from dptlearn.postprocess import postprocess
+from _helpers import rel_err
 
 SMALL = dict(enc_embed_dim=48, dec_embed_dim=32, feature_dim=16, last_dim=8, layer_dims=(8, 8, 16, 16), device="cpu")
 U = 2.0 ** -8
@@ -22,15 +24,9 @@ BOUND = 2e-2
 SIZES = [(64, 96), (48, 80)]          # 4x6 and 3x5 patches (the odd grid exercises the crop)
 
 
-def tokens(hw, seed=0, batch=2, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    n = (hw[0] // 16) * (hw[1] // 16)
-    return [torch.randn(batch, n, 48 if i == 0 else 32, generator=g).to(dtype) for i in range(13)]
-
-
-def rel_err(a, b):
-    a, b = a.float(), b.float()
-    return ((a - b).abs().max() / b.abs().max()).item()
+def tokens(heads, hw, dtype=torch.float32):
+    """``example_tokens`` of the float32 head (batch 2, seed 0) cast to ``dtype``: the same numbers for both heads."""
+    return [t.to(dtype) for t in example_tokens(heads[0], hw, batch=2)]
 
 
 @pytest.fixture
@@ -46,8 +42,8 @@ def test_bfloat16_head_is_within_bound_of_float32(heads, hw, fast):
     f32, bf16 = heads
     bf16.dpt.fast_inference = fast
     with torch.inference_mode():
-        ref = f32(tokens(hw), hw)
-        out = bf16(tokens(hw, dtype=torch.bfloat16), hw)
+        ref = f32(tokens(heads, hw), hw)
+        out = bf16(tokens(heads, hw, dtype=torch.bfloat16), hw)
     for k in ("pts3d", "conf"):
         assert out[k].dtype == torch.bfloat16 and out[k].shape == ref[k].shape
         err = rel_err(out[k], ref[k])
@@ -57,7 +53,7 @@ def test_bfloat16_head_is_within_bound_of_float32(heads, hw, fast):
 def test_raw_map_of_a_bfloat16_head_is_bfloat16(heads):
     _, bf16 = heads
     with torch.inference_mode():
-        raw = bf16.dpt(tokens((64, 96), dtype=torch.bfloat16), (64, 96))
+        raw = bf16.dpt(tokens(heads, (64, 96), dtype=torch.bfloat16), (64, 96))
     assert raw.dtype == torch.bfloat16 and raw.shape == (2, 4, 64, 96)
 
 
@@ -75,10 +71,10 @@ def test_bfloat16_takes_the_fused_kernels(heads, monkeypatch, mode):
     monkeypatch.setattr(fused, "_POINTWISE", counting)
     with torch.inference_mode():
         if mode == "converted":
-            bf16(tokens((64, 96), dtype=torch.bfloat16), (64, 96))
+            bf16(tokens(heads, (64, 96), dtype=torch.bfloat16), (64, 96))
         else:
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                f32(tokens((64, 96)), (64, 96))
+                f32(tokens(heads, (64, 96)), (64, 96))
     # 7 residual units x (conv+ReLU, conv+add) + the head's refine conv+ReLU
     assert seen == [torch.bfloat16] * 15
 
@@ -88,9 +84,9 @@ def test_autocast_gives_the_converted_heads_numbers(heads, hw):
     f32, bf16 = heads
     with torch.inference_mode():
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            auto = f32(tokens(hw), hw)
-        conv = bf16(tokens(hw, dtype=torch.bfloat16), hw)
-        ref = f32(tokens(hw), hw)
+            auto = f32(tokens(heads, hw), hw)
+        conv = bf16(tokens(heads, hw, dtype=torch.bfloat16), hw)
+        ref = f32(tokens(heads, hw), hw)
     for k in ("pts3d", "conf"):
         assert auto[k].dtype == torch.bfloat16
         assert rel_err(auto[k], conv[k]) <= U, k
@@ -126,13 +122,13 @@ def test_float64_postprocess_stays_float64():
 def test_dtype_mismatch_is_a_clear_error(heads, head_dtype, token_dtype):
     head = heads[0] if head_dtype == torch.float32 else heads[1]
     with torch.inference_mode(), pytest.raises(TypeError) as e:
-        head(tokens((64, 96), dtype=token_dtype), (64, 96))
+        head(tokens(heads, (64, 96), dtype=token_dtype), (64, 96))
     msg = str(e.value)
     assert "tokens[0]" in msg and str(token_dtype) in msg and str(head_dtype) in msg, msg
 
 
 def test_one_bfloat16_layer_among_float32_is_named(heads):
-    x = tokens((64, 96))
+    x = tokens(heads, (64, 96))
     x[12] = x[12].to(torch.bfloat16)
     with pytest.raises(TypeError, match=r"tokens\[12\] has dtype torch.bfloat16.*torch.float32"):
         heads[0](x, (64, 96))
@@ -142,7 +138,7 @@ def test_autocast_does_not_excuse_bfloat16_tokens_for_a_float32_head(heads):
     """Autocast casts inside ops; tokens that are already bfloat16 are still the caller's choice."""
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16), \
             pytest.raises(TypeError, match=r"torch.bfloat16.*torch.float32"):
-        heads[0](tokens((64, 96), dtype=torch.bfloat16), (64, 96))
+        heads[0](tokens(heads, (64, 96), dtype=torch.bfloat16), (64, 96))
 
 
 def test_hooked_convs_are_not_fused_in_bfloat16_either(heads):
@@ -153,7 +149,7 @@ def test_hooked_convs_are_not_fused_in_bfloat16_either(heads):
     handle = conv.register_forward_hook(lambda m, args, out: seen.append((args[0].clone(), out.clone())))
     try:
         with torch.inference_mode():
-            bf16(tokens((64, 96), dtype=torch.bfloat16), (64, 96))
+            bf16(tokens(heads, (64, 96), dtype=torch.bfloat16), (64, 96))
     finally:
         handle.remove()
     assert len(seen) == 1

