@@ -324,6 +324,30 @@ def test_watchdog_kills_a_runaway_run_and_keeps_finished_checks(tmp_path, monkey
     assert (tmp_path / "report" / "01_fixture.junit.xml").exists()
 
 
+def test_a_report_write_error_stops_the_run_and_keeps_the_old_reports(tmp_path, monkeypatch, capsys):
+    """A full disk is not a name the file system refuses: no renamed report, a clear error, exit 2,
+    and the report folder of the last run untouched (nothing half-written left beside it)."""
+    import errno
+
+    sub = tmp_path / "eve" / f"{crafted.ASSIGNMENT}.ipynb"
+    sub.parent.mkdir()
+    sub.write_text(json.dumps(crafted.solution_nb()))
+    args = [str(sub), "--solutions", str(crafted.SOLUTIONS), "--report-dir", str(tmp_path / "report")]
+    assert grade.main(args) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "report").iterdir()}
+
+    def full(report_dir, r):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(grade, "write_result", full)
+    capsys.readouterr()
+    assert grade.main(args) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "was left as it was" in err, err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "report").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eve", "report"]
+
+
 def test_a_student_past_the_limit_gets_no_further_run(tmp_path):
     """Re-runs after a run without a report share the student's deadline: once it has passed,
     no sandbox starts and every exercise says why (no forgery flag)."""

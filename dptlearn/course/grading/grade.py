@@ -135,6 +135,8 @@ def grade(submissions: list[str], opts: Options, progress=print) -> list[Result]
                                              time.perf_counter() - t0))
     except ReportDirError as exc:
         raise SystemExit(f"dptlearn-grade: {exc}") from None
+    except OSError as exc:                          # a full disk, a denied folder: the old reports stay
+        raise SystemExit(f"dptlearn-grade: {exc}; {opts.report_dir} was left as it was") from None
     return results
 
 
