@@ -60,11 +60,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
 MAY_CHANGE_ON_RESUME = ("steps", "cooldown", "checkpoint_every")
 
 
-def decay_start(steps: int, cooldown: int) -> int:
-    """The first step of the cool-down (``steps`` when there is none): every step before it has the same rate."""
-    return steps - cooldown if cooldown else steps
-
-
 def load_state(path: str, recipe: dict) -> tuple[dict, dict]:
     """A training state written by this script (`--work`/state.pt) and the time it had taken, checked against
     `recipe`: every setting but MAY_CHANGE_ON_RESUME must be the same (the thread count included: the sums,
@@ -79,11 +74,6 @@ def load_state(path: str, recipe: dict) -> tuple[dict, dict]:
     if differ:
         raise SystemExit("cannot resume with another recipe: " + ", ".join(
             f"--{k.replace('_', '-')} was {old}, now {new}" for k, (old, new) in differ.items()))
-    then, now = (decay_start(r["steps"], r["cooldown"]) for r in (state["recipe"], recipe))
-    if then != now and state["step"] > min(then, now):    # steps already taken at a rate the new plan would not set
-        raise SystemExit(f"cannot resume at step {state['step']} with a cool-down from step {now}: the run "
-                         f"{'had started' if state['step'] > then else 'would start'} cooling down at step "
-                         f"{min(then, now)}; choose --steps - --cooldown >= {state['step']}")
     return state, state.get("elapsed", {"wall": 0.0, "cpu": 0.0})
 
 

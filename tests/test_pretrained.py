@@ -177,8 +177,9 @@ def test_a_resumed_run_equals_an_uninterrupted_one_and_can_train_longer(tmp_path
 
     with pytest.raises(SystemExit, match="--lr was 0.003, now 0.001"):
         _pretrain(tmp_path, "other", 6, 2, "--resume", state, "--lr", "1e-3")
-    with pytest.raises(SystemExit, match="cannot resume at step 4 with a cool-down from step 3"):
-        _pretrain(tmp_path, "late", 6, 3, "--resume", state)  # steps 3 and 4 were taken at the full rate
+    with pytest.raises(ValueError, match=r"the 4 steps already taken their rates; step 4 was taken at 1 x lr, "
+                                         r"this schedule sets 0.75 x lr"):
+        _pretrain(tmp_path, "late", 6, 4, "--resume", state)  # step 4 was taken at the full rate
     with pytest.raises(ValueError, match=r"before the last step \(4\), got one after step 4"):
         _pretrain(tmp_path, "again", 4, 0, "--resume", state)
     with pytest.raises(SystemExit, match="expected a training state"):

@@ -119,7 +119,8 @@ def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_si
     `on_state(step, state)`, if given, runs after it with the whole training state (weights, optimiser, schedule,
     EMA, batch generator, history; tensors shared with the live run: save or copy them in the call), and
     `resume=state` continues from such a state: the steps after it are those of an uninterrupted run with these
-    arguments (`steps` and `decay_steps` may differ from the first run's: the rate follows the new schedule).
+    arguments (`steps` and `decay_steps` may differ from the first run's: the rate follows the new schedule, which
+    must give the steps already taken the rates they had, else a ValueError names the first that differs).
     Returns {'step': [...], 'loss': [...]} (every log_every steps, each entry the mean loss since the previous
     one) plus 'seconds'."""
     if steps < 1 or batch_size < 1:
@@ -132,16 +133,16 @@ def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_si
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=tuple(betas),
                             fused=device.type in ("cpu", "cuda"))  # one kernel for all tensors: ~10% of a CPU step
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, steps, warmup, final_lr, schedule, decay_steps))
+    plan = dict(steps=steps, warmup=warmup, final=final_lr, shape=schedule, decay_steps=decay_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, **plan))
     params = [p for p in model.parameters() if p.requires_grad]
     avg = [p.detach().clone() for p in params] if ema else None
     history, running, t0 = {"step": [], "loss": []}, [], time.perf_counter()
     first = 1
     if resume is not None:
-        first = _restore(resume, steps, model, opt, sched, avg, gen, history) + 1
+        first = _restore(resume, plan, model, opt, sched, avg, gen, history) + 1
         for g in opt.param_groups:  # the rate of the next step under this run's schedule
-            g["lr"] = g["initial_lr"] * lr_factor(sched.last_epoch, steps, warmup, final_lr, schedule, decay_steps)
+            g["lr"] = g["initial_lr"] * lr_factor(sched.last_epoch, **plan)
     bar = ProgressBar(steps) if progress else None
     model.train()
     for step in range(first, steps + 1):
@@ -175,7 +176,8 @@ def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_si
                 callback(step, avg if avg is not None else params)
             if on_state is not None:
                 on_state(step, {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                "scheduler": sched.state_dict(), "ema": avg, "generator": gen.get_state(),
+                                "scheduler": sched.state_dict(), "schedule": plan, "ema": avg,
+                                "generator": gen.get_state(),
                                 "history": {k: list(v) for k, v in history.items()}})
     if avg is not None:
         with torch.no_grad():
@@ -185,14 +187,23 @@ def train(model: TinyDUSt3R, data: dict[str, torch.Tensor], steps: int, batch_si
     return history
 
 
-def _restore(state: dict, steps: int, model, opt, sched, avg, gen, history) -> int:
-    """Load a state written through `train(on_state=...)` into this run's objects; returns its step."""
-    want = {"step", "model", "optimizer", "scheduler", "ema", "generator", "history"}
+def _restore(state: dict, plan: dict, model, opt, sched, avg, gen, history) -> int:
+    """Load a state written through `train(on_state=...)` into this run's objects; returns its step. `plan`: this
+    run's `lr_factor` arguments, which must give every step already taken the rate it was taken at."""
+    want = {"step", "model", "optimizer", "scheduler", "schedule", "ema", "generator", "history"}
     if not isinstance(state, dict) or not want <= set(state):
         got = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"expected a training state with keys {sorted(want)}, got {got}")
-    if not 0 < state["step"] < steps:
-        raise ValueError(f"expected a state before the last step ({steps}), got one after step {state['step']}")
+    done, steps = state["step"], plan["steps"]
+    if not 0 < done < steps:
+        raise ValueError(f"expected a state before the last step ({steps}), got one after step {done}")
+    then = [lr_factor(s, **state["schedule"]) for s in range(done)]
+    now = [lr_factor(s, **plan) for s in range(done)]
+    if then != now:                      # e.g. a cool-down that would have begun before the state's step
+        s = next(i for i, (a, b) in enumerate(zip(then, now)) if a != b)
+        raise ValueError(f"expected a schedule that gives the {done} steps already taken their rates; step {s + 1} "
+                         f"was taken at {then[s]:.4g} x lr, this schedule sets {now[s]:.4g} x lr (choose one whose "
+                         f"cool-down leaves them as they were)")
     if (state["ema"] is None) != (avg is None):
         raise ValueError(f"expected a state {'with' if avg is not None else 'without'} EMA weights, as `ema` asks, "
                          f"got one {'with' if state['ema'] is not None else 'without'}")
