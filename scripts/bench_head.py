@@ -102,12 +102,14 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def analyse(name: str) -> dict:
     """Parameters, FLOPs, and every path's outputs compared with the float32 fast path."""
     from dptlearn.viz.trace import trace_head
-    outs, built = {}, {}
+    outs = {}
     for path in PATHS:
-        head, tokens, size = built[path] = build(name, path)
+        head, tokens, size = build(name, path)
         with torch.inference_mode(), precision(path):
             outs[path] = head(tokens, size)
-    head, tokens, size = built["eager"]
+        if path == "eager":
+            eager = head, tokens, size      # traced below; the other heads are let go
+    head, tokens, size = eager
     trace = trace_head(head, tokens, size)
     ref = outs["fast"]
     errors = {p: {k: rel_err(outs[p][k], ref[k]) for k in ref} for p in PATHS if p != "fast"}
