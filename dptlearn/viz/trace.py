@@ -106,7 +106,7 @@ class ShapeTrace:
         return plot_trace(self, title=title)
 
 
-def _dpt_of(head: nn.Module, who: str = "trace_head") -> DPTHead:
+def dpt_of(head: nn.Module, who: str = "trace_head") -> DPTHead:
     """The DPTHead of ``head``: itself, or its ``.dpt`` (a DUSt3R head); ``who`` names the caller in the error."""
     dpt = head if isinstance(head, DPTHead) else getattr(head, "dpt", None)
     if not isinstance(dpt, DPTHead):
@@ -121,7 +121,7 @@ def trace_head(head: nn.Module, tokens: Sequence[torch.Tensor], image_size: Sequ
     Works for a ``DPTHead`` or a ``DUSt3RHead`` of any configuration and image size.
     ``fast=True`` traces the fast inference path instead of the reference order.
     """
-    dpt = _dpt_of(head)
+    dpt = dpt_of(head)
     rows: list[TraceRow] = []
     calls: dict[str, int] = {}
     for h in dpt.hooks:
@@ -203,5 +203,5 @@ def summary(head: nn.Module, tokens: Sequence[torch.Tensor], image_size: Sequenc
     import torchinfo
     stats = torchinfo.summary(head, input_data=[list(tokens), tuple(image_size)], depth=depth, verbose=0,
                               col_names=("input_size", "output_size", "num_params", "kernel_size"),
-                              row_settings=("var_names",), device=_dpt_of(head).reassemble.project[0].weight.device)
+                              row_settings=("var_names",), device=dpt_of(head).reassemble.project[0].weight.device)
     return str(stats)

@@ -20,7 +20,7 @@ from torch import nn
 
 from .images import signed_rgb
 from .shapes import fmt_shape
-from .trace import _dpt_of
+from .trace import dpt_of
 
 
 def capture_stages(head: nn.Module, run: Callable[[], object]) -> dict[str, torch.Tensor]:
@@ -29,7 +29,7 @@ def capture_stages(head: nn.Module, run: Callable[[], object]) -> dict[str, torc
     head: a DPTHead or a module with a `.dpt` DPTHead (a DUSt3R head). Returns {'reassemble.{i}': (B, D, h_i, w_i)
     for the 4 levels, finest first, 'fusion.{i}': (B, D, h, w) for each fusion block} (detached, on the CPU).
     """
-    dpt = _dpt_of(head, "capture_stages")
+    dpt = dpt_of(head, "capture_stages")
     out: dict[str, torch.Tensor] = {}
 
     def keep_levels(_m, _args, levels):
