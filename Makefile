@@ -87,11 +87,17 @@ train-bench: install
 	$(BIN)/python scripts/train_bench.py
 
 # The shipped checkpoint dptlearn/train/weights/tiny_dust3r.pt (+ .sha256): seeded, 2 threads (see the README).
-# PRETRAIN_ARGS passes options through, e.g. make pretrain PRETRAIN_ARGS="--resume artifacts/pretrain/state.pt"
+# Stage 1 (16-pixel patches from random weights, ~45 min) writes artifacts/pretrain/stage1.pt once; stage 2
+# (8-pixel patches fine-tuned from it, ~60 min) writes the shipped file. PRETRAIN_ARGS passes options to stage 2,
+# e.g. make pretrain PRETRAIN_ARGS="--resume artifacts/pretrain/stage2/state.pt"; delete stage1.pt to redo stage 1.
 .PHONY: pretrain eval-pretrained
 PRETRAIN_ARGS ?=
-pretrain: install
-	$(BIN)/python scripts/pretrain.py $(PRETRAIN_ARGS)
+STAGE1 := artifacts/pretrain/stage1.pt
+$(STAGE1): | install
+	$(BIN)/python scripts/pretrain.py --stage 1
+
+pretrain: install $(STAGE1)
+	$(BIN)/python scripts/pretrain.py --stage 2 $(PRETRAIN_ARGS)
 
 # Held-out scenes (seed 20000); the last line is {"absrel", "delta1", "absrel_conf50"}.
 eval-pretrained: install

@@ -1,21 +1,31 @@
 """Pretrain the course's tiny two-view DUSt3R (both heads) and write the checkpoint the package ships (``make pretrain``).
 
-Same model as notebook 08 (TinyDUSt3RConfig with 16-pixel patches, two DPT heads), trained with dptlearn's
-own code: seeded synthetic scenes (seed 0, scenes 0..train_scenes-1; evaluation uses other seeds),
-DUSt3R's confidence-aware loss over both views, views exchanged and mirrored at random (seeded), AdamW with
-warm-up, a constant learning rate, then a linear cool-down to 0 over the last `cooldown` steps ("warm-up,
-stable, decay"), an exponential moving average (EMA) of the weights as the result, two torch threads (the
-sums, hence the weights, depend on the thread count, not on the machine). Every `checkpoint_every` steps the
-EMA weights are written to artifacts/pretrain/step_N.pt in the shipped format, so a stopped run still leaves
-a model. Every step before the cool-down is the same whatever --steps is, so a checkpoint of the constant
-phase is reproduced by `--steps N --cooldown 0`. The whole training state (weights, optimiser, EMA, batch
-generator) is kept in artifacts/pretrain/state.pt at the same steps and at the end; `--resume` continues from it
-exactly as the uninterrupted run would have gone on, also with more --steps or a later --cooldown (a run of the
-constant phase can be extended, then cooled down). At the end the weights are written as float16 to
-dptlearn/train/weights/tiny_dust3r.pt with its SHA-256 next to it, and the wall and CPU time are printed
-(a resumed run adds the time of the run it continues).
+Two stages, both trained with dptlearn's own code on the same seeded synthetic scenes (seed 0, scenes
+0..train_scenes-1; evaluation uses other seeds), with DUSt3R's confidence-aware loss over both views, views
+exchanged and mirrored at random (seeded), AdamW with warm-up, a constant learning rate, then a linear cool-down to
+0 over the last `cooldown` steps ("warm-up, stable, decay"), an exponential moving average (EMA) of the weights as
+the result, two torch threads (the sums, hence the weights, depend on the thread count, not on the machine):
 
-Usage: python scripts/pretrain.py [--steps N] [--out PATH] ...   (see --help; defaults = the shipped checkpoint)
+  --stage 1  notebook 08's model, TinyDUSt3RConfig(patch_size=16, two_heads=True): a 4x6 token grid at 64x96,
+             cheap per step; 12000 steps from random weights -> artifacts/pretrain/stage1.pt (~45 min).
+  --stage 2  the same model with 8-pixel patches (an 8x12 token grid, 2.3x the cost per step), started from
+             stage 1's weights (`with_finer_patches`: only the patch embedding changes) and fine-tuned for 7000
+             steps -> dptlearn/train/weights/tiny_dust3r.pt, the shipped checkpoint (~60 min).
+
+Stage 1 alone stops at AbsRel ~0.07 however long it runs (README: 40000 steps gave 0.071): a 16-pixel token grid
+cannot draw depth edges sharply. Stage 2 buys the finer grid for a fraction of a from-scratch run at 8 pixels.
+
+Every `checkpoint_every` steps the EMA weights are written to --work/step_N.pt in the shipped format, so a stopped
+run still leaves a model. Every step before the cool-down is the same whatever --steps is, so a checkpoint of the
+constant phase is reproduced by `--steps N --cooldown 0`. The whole training state (weights, optimiser, EMA, batch
+generator) is kept in --work/state.pt at the same steps and at the end; `--resume` continues from it exactly as
+the uninterrupted run would have gone on, also with more --steps or a later --cooldown (a run of the constant
+phase can be extended, then cooled down). At the end the weights are written as float16 to --out with its
+SHA-256 next to it, and the wall and CPU time are printed (a resumed run adds the time of the run it continues;
+stage 2's meta also records stage 1's time).
+
+Usage: python scripts/pretrain.py --stage {1,2} [--steps N] [--out PATH] ...   (see --help; defaults = the
+shipped checkpoint's recipe)
 """
 from __future__ import annotations
 
@@ -32,21 +42,34 @@ import torch
 from dptlearn.train.backbone import TinyDUSt3R, TinyDUSt3RConfig
 from dptlearn.train.data import SyntheticScenes
 from dptlearn.train.loop import evaluate, train
-from dptlearn.train.pretrained import WEIGHTS, save_pretrained
+from dptlearn.train.pretrained import WEIGHTS, load_pretrained, save_pretrained, sha256_file, with_finer_patches
 
-MODEL = TinyDUSt3RConfig(patch_size=16, two_heads=True)  # notebook 08's model
-RUN = dict(height=64, width=96, train_scenes=4096, seed=0, steps=12_000, batch_size=16, lr=3e-3, warmup=200,
-           cooldown=3000, weight_decay=0.05, clip=1.0, ema=0.999, augment=1, threads=2, checkpoint_every=250,
-           check_seed=30_000, check_scenes=16)
+COMMON = dict(height=64, width=96, train_scenes=4096, seed=0, batch_size=16, weight_decay=0.05, clip=1.0, ema=0.999,
+              augment=1, threads=2, checkpoint_every=250, check_seed=30_000, check_scenes=16)
+STAGES = {
+    1: dict(COMMON, patch_size=16, init="", steps=12_000, lr=3e-3, warmup=200, cooldown=3000,
+            out="artifacts/pretrain/stage1.pt", work="artifacts/pretrain/stage1"),
+    2: dict(COMMON, patch_size=8, init="artifacts/pretrain/stage1.pt", steps=7000, lr=1e-3, warmup=100,
+            cooldown=3000, out=str(WEIGHTS), work="artifacts/pretrain/stage2"),
+}
+# Not part of the recipe: where the files go (and what to resume from).
+PLACES = ("out", "work")
+
+
+def model_config(patch_size: int) -> TinyDUSt3RConfig:
+    """Notebook 08's two-view model with `patch_size`-pixel patches."""
+    return TinyDUSt3RConfig(patch_size=patch_size, two_heads=True)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--stage", type=int, choices=sorted(STAGES), default=2)
+    stage = first.parse_known_args(argv)[0].stage
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for k, v in RUN.items():
+    p.add_argument("--stage", type=int, choices=sorted(STAGES), default=2,
+                   help="1: 16-pixel patches from random weights; 2: 8-pixel patches from stage 1 (the shipped file)")
+    for k, v in STAGES[stage].items():
         p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
-    p.add_argument("--out", default=str(WEIGHTS), help="final checkpoint (its .sha256 is written next to it)")
-    p.add_argument("--work", default="artifacts/pretrain",
-                   help="folder for the periodic checkpoints step_N.pt and the training state state.pt")
     p.add_argument("--resume", default="", help="a state.pt to continue from (same recipe; --steps and --cooldown "
                                                 "may be larger, e.g. to train longer before cooling down)")
     a = p.parse_args(argv)
@@ -56,8 +79,28 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return a
 
 
+def initial_weights(a: argparse.Namespace) -> tuple[TinyDUSt3R, dict]:
+    """The model to train and what it starts from: random weights (no --init), or --init's checkpoint with its
+    patch embedding rewritten for --patch-size (`with_finer_patches`). The second value is the part of the
+    recipe that names the start: {'init_sha256': ...} and the time the start took to make."""
+    model = TinyDUSt3R(model_config(a.patch_size), device="cpu")
+    if not a.init:
+        return model, {}
+    if not Path(a.init).is_file():
+        raise SystemExit(f"expected stage 1's checkpoint at {a.init} (make pretrain writes it: "
+                         f"scripts/pretrain.py --stage 1), not found")
+    start, meta = load_pretrained(a.init)
+    if start.config != model_config(start.config.patch_size) or start.config.patch_size <= a.patch_size:
+        raise SystemExit(f"expected --init to hold {model_config(16)} or another model with patches larger than "
+                         f"{a.patch_size}, got {start.config}")
+    state = with_finer_patches(start.state_dict(), start.config.patch_size, a.patch_size)
+    model.load_state_dict(state)
+    return model, {"init_sha256": sha256_file(a.init), "init_steps": meta.get("steps_done"),
+                   "init_wall_seconds": meta.get("wall_seconds", 0), "init_cpu_seconds": meta.get("cpu_seconds", 0)}
+
+
 # Settings a resumed run may change: how long it goes on, when it cools down, how often it writes.
-MAY_CHANGE_ON_RESUME = ("steps", "cooldown", "checkpoint_every")
+MAY_CHANGE_ON_RESUME = ("steps", "cooldown", "checkpoint_every", "init")  # init: its digest is compared
 
 
 def load_state(path: str, recipe: dict) -> tuple[dict, dict]:
@@ -83,14 +126,18 @@ def main(argv: list[str]) -> int:
     torch.manual_seed(a.seed)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     size = (a.height, a.width)
-    print(f"pretrain: {a.height}x{a.width}, {a.train_scenes} scenes (seed {a.seed}), {a.steps} steps x batch "
-          f"{a.batch_size}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)", flush=True)
+    print(f"pretrain stage {a.stage}: {a.height}x{a.width}, {a.patch_size}-pixel patches"
+          f"{f', from {a.init}' if a.init else ', from random weights'}, {a.train_scenes} scenes (seed {a.seed}), "
+          f"{a.steps} steps x batch {a.batch_size}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)",
+          flush=True)
     train_data = SyntheticScenes(a.train_scenes, size, seed=a.seed).batch(range(a.train_scenes))
     check_data = SyntheticScenes(a.check_scenes, size, seed=a.check_seed).batch(range(a.check_scenes))
     print(f"rendered in {time.perf_counter() - wall0:.0f}s", flush=True)
 
-    model = TinyDUSt3R(MODEL, device="cpu")
-    meta = {"recipe": {k: getattr(a, k) for k in RUN}, "torch": str(torch.__version__)}
+    model, start = initial_weights(a)
+    recipe = {k: getattr(a, k) for k in STAGES[a.stage] if k not in PLACES}
+    meta = {"recipe": {"stage": a.stage, **recipe, **{k: v for k, v in start.items() if k == "init_sha256"}},
+            "torch": str(torch.__version__), **{k: v for k, v in start.items() if k != "init_sha256"}}
     work = Path(a.work)
     resume, spent = load_state(a.resume, meta["recipe"]) if a.resume else (None, {"wall": 0.0, "cpu": 0.0})
     if resume is not None:
@@ -139,6 +186,9 @@ def main(argv: list[str]) -> int:
     took = elapsed()
     print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB, sha256 {digest})")
     print(f"duration: {took['wall'] / 60:.1f} min wall, {took['cpu'] / 60:.1f} min CPU")
+    if a.init:
+        print(f"with stage 1 ({meta['init_steps']} steps): {(took['wall'] + meta['init_wall_seconds']) / 60:.1f} min "
+              f"wall, {(took['cpu'] + meta['init_cpu_seconds']) / 60:.1f} min CPU")
     return 0
 
 

@@ -6,11 +6,11 @@ from dptlearn.train import load_pretrained
 from dptlearn.train.backbone import TinyDUSt3R
 from dptlearn.train.data import SyntheticScenes
 from dptlearn.train.loop import evaluate
-from dptlearn.train.pretrained import WEIGHTS, expected_sha256, save_pretrained, sha256_file
+from dptlearn.train.pretrained import WEIGHTS, expected_sha256, save_pretrained, sha256_file, with_finer_patches
 
 # The digest of the committed checkpoint, written here by hand: `make pretrain` producing another file, or the
 # file changing in any way, fails this test until the new digest is recorded on purpose.
-SHIPPED_SHA256 = "9b8065dac7b4cc11e8ad342b8fafe1b4b77d933831a659d4b2a13645bc4198a2"
+SHIPPED_SHA256 = "55fbba456a4082588a39307edb4029ad3bad28702c32559e8407682c008628ce"
 
 SMALL = dict(patch_size=8, enc_embed_dim=32, enc_depth=1, enc_num_heads=2, dec_embed_dim=32, dec_depth=10,
              dec_num_heads=2, feature_dim=16, last_dim=8, layer_dims=(8, 16, 16, 32))
@@ -32,9 +32,10 @@ def test_shipped_file_is_the_recorded_one():
 
 def test_shipped_model_is_the_courses_two_view_model(shipped):
     model, meta = shipped
-    assert model.config.two_heads and model.config.patch_size == 16 and not model.training
+    assert model.config.two_heads and model.config.patch_size == 8 and not model.training
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert meta["weights"] == "EMA" and meta["recipe"]["seed"] == 0 and meta["steps_done"] > 0
+    assert meta["recipe"]["stage"] == 2 and meta["init_steps"] > 0  # fine-tuned from stage 1's 16-pixel model
     img = torch.zeros(1, 3, 64, 96)
     with torch.no_grad():
         res1, res2 = model(img, img)
@@ -127,12 +128,13 @@ def _script(name):
     return module
 
 
-TINY = ["--train-scenes", "4", "--check-scenes", "2", "--warmup", "1", "--checkpoint-every", "2", "--batch-size", "2"]
+TINY = ["--train-scenes", "4", "--check-scenes", "2", "--warmup", "1", "--checkpoint-every", "2", "--batch-size", "2",
+        "--threads", "1"]
 
 
-def _pretrain(tmp_path, name, steps, cooldown, *extra):
+def _pretrain(tmp_path, name, steps, cooldown, *extra, stage=1):
     """A tiny pretraining run writing tmp_path/<name>.pt, its periodic files in tmp_path/<name>/."""
-    _script("pretrain").main(TINY + ["--steps", str(steps), "--cooldown", str(cooldown),
+    _script("pretrain").main(TINY + ["--stage", str(stage), "--steps", str(steps), "--cooldown", str(cooldown),
                                      "--out", str(tmp_path / f"{name}.pt"), "--work", str(tmp_path / name), *extra])
 
 
@@ -157,7 +159,7 @@ def test_pretrain_is_seeded_and_a_stopped_run_equals_a_shorter_one(tmp_path, cap
     assert meta["steps_done"] == 6 and meta["recipe"]["steps"] == 6 and meta["recipe"]["cooldown"] == 2
     assert len(meta["loss"]) >= 1
     with pytest.raises(SystemExit):
-        _script("pretrain").main(TINY + ["--steps", "2", "--cooldown", "3", "--out", str(tmp_path / "e.pt")])
+        _script("pretrain").main(TINY + ["--stage", "1", "--steps", "2", "--cooldown", "3", "--out", str(tmp_path / "e.pt")])
     assert "--cooldown 3 is longer than --steps 2" in capsys.readouterr().err
 
 
@@ -184,6 +186,52 @@ def test_a_resumed_run_equals_an_uninterrupted_one_and_can_train_longer(tmp_path
         _pretrain(tmp_path, "again", 4, 0, "--resume", state)
     with pytest.raises(SystemExit, match="expected a training state"):
         _pretrain(tmp_path, "none", 6, 2, "--resume", str(tmp_path / "missing.pt"))
+
+
+def test_finer_patches_embed_an_image_as_the_old_patches_embed_it_twice_as_large():
+    # Closed form: an 8x8 kernel made of the 2x2 block sums of a 16x16 kernel, applied to an image, equals the
+    # 16x16 kernel applied to that image upsampled 2x (nearest): each pixel meets the four weights of its block.
+    torch.manual_seed(0)
+    old = TinyDUSt3R(**{**SMALL, "patch_size": 16}, device="cpu")
+    new = TinyDUSt3R(**SMALL, device="cpu")
+    new.load_state_dict(with_finer_patches(old.state_dict(), 16, 8))
+    img = torch.randn(2, 3, 32, 48)
+    big = img.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)  # (2, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(new.backbone.patch_embed.proj(img), old.backbone.patch_embed.proj(big))  # (2, C, 4, 6)
+    changed = [k for k in old.state_dict() if not torch.equal(old.state_dict()[k], new.state_dict()[k])]
+    assert changed == ["backbone.patch_embed.proj.weight"]  # the heads and the transformer are copied unchanged
+
+
+def test_finer_patches_refuse_what_they_cannot_convert():
+    state = TinyDUSt3R(**SMALL, device="cpu").state_dict()  # 8-pixel patches
+    with pytest.raises(ValueError, match="expected a smaller patch size that divides 8, got 3"):
+        with_finer_patches(state, 8, 3)
+    with pytest.raises(ValueError, match="expected a smaller patch size that divides 8, got 16"):
+        with_finer_patches(state, 8, 16)
+    with pytest.raises(ValueError, match=r"expected backbone.patch_embed.proj.weight with a 16x16 kernel, "
+                                         r"got shape \(32, 3, 8, 8\)"):
+        with_finer_patches(state, 16, 8)
+
+
+def test_stage_2_starts_from_stage_1_with_finer_patches_and_records_it(tmp_path, capsys):
+    _pretrain(tmp_path, "one", 2, 0)
+    _pretrain(tmp_path, "two", 2, 0, "--init", str(tmp_path / "one.pt"), stage=2)
+    out = capsys.readouterr().out
+    assert "stage 2: 64x96, 8-pixel patches, from" in out and "with stage 1 (2 steps)" in out
+    model, meta = load_pretrained(tmp_path / "two.pt")
+    assert model.config.patch_size == 8 and model.config.two_heads
+    assert meta["recipe"]["stage"] == 2 and meta["recipe"]["init_sha256"] == sha256_file(tmp_path / "one.pt")
+    assert meta["recipe"]["lr"] == 1e-3 and meta["init_steps"] == 2
+
+    with pytest.raises(SystemExit, match="expected stage 1's checkpoint at .*missing.pt"):
+        _pretrain(tmp_path, "none", 2, 0, "--init", str(tmp_path / "missing.pt"), stage=2)
+    with pytest.raises(SystemExit, match="patches larger than 8"):  # a stage-2 file is no start for stage 2
+        _pretrain(tmp_path, "again", 2, 0, "--init", str(tmp_path / "two.pt"), stage=2)
+    _pretrain(tmp_path, "other", 2, 0, "--lr", "1e-3")  # another stage-1 model: resuming onto it is refused
+    with pytest.raises(SystemExit, match="--init-sha256 was"):
+        _pretrain(tmp_path, "mixed", 4, 0, "--init", str(tmp_path / "other.pt"), "--resume",
+                  str(tmp_path / "two" / "state.pt"), stage=2)
 
 
 def test_eval_script_ends_with_one_json_line(capsys):

@@ -90,3 +90,24 @@ def check_state_dict(expected: dict[str, torch.Tensor], got: dict[str, torch.Ten
              for k, v in expected.items() if tuple(got[k].shape) != tuple(v.shape)]
     if wrong:
         raise ValueError(f"state dict of {where} has {len(wrong)} tensor(s) of the wrong shape: " + "; ".join(wrong[:3]))
+
+
+def with_finer_patches(state_dict: dict[str, torch.Tensor], old_patch: int, new_patch: int) -> dict[str, torch.Tensor]:
+    """A TinyDUSt3R state dict made for `old_patch`-pixel patches, rewritten to start a model with `new_patch`.
+
+    Only the patch embedding depends on the patch size (the positions are fixed sine-cosine tables, the heads'
+    shapes do not depend on it): its (C, 3, p, p) kernel is summed over k x k blocks, k = old_patch / new_patch, so
+    a smooth image gives each new token the embedding the old patch had. Everything else is copied as it is.
+    The result is a starting point to fine-tune (the encoder now sees positions k times further apart), not a
+    finished model.
+    """
+    if old_patch % new_patch or new_patch >= old_patch:
+        raise ValueError(f"expected a smaller patch size that divides {old_patch}, got {new_patch}")
+    key = "backbone.patch_embed.proj.weight"
+    w = state_dict[key]
+    if tuple(w.shape[-2:]) != (old_patch, old_patch):
+        raise ValueError(f"expected {key} with a {old_patch}x{old_patch} kernel, got shape {tuple(w.shape)}")
+    k = old_patch // new_patch
+    out = dict(state_dict)
+    out[key] = torch.nn.functional.avg_pool2d(w.float(), k) * (k * k)  # (C, 3, p_new, p_new): block sums
+    return out
