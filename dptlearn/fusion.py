@@ -34,17 +34,18 @@ class Upsample(nn.Module):
 
     With ``align_corners=True`` only the input and output sizes matter: ``scale=1.75`` on
     ``8n`` rows gives exactly ``14n`` rows (the head's last step for 14-pixel patches).
-    ``size=(h, w)`` in a call asks for exactly that size instead: Depth Anything V2's coarsest
-    fusion block on an odd grid (``fuse_pyramid_uncropped``).
+    ``size``, when set, asks for exactly ``(h, w)`` instead: Depth Anything V2's coarsest
+    fusion block on an odd grid (``fuse_pyramid_uncropped`` sets it for one call).
     """
 
     def __init__(self, scale: float = 2.0):
         super().__init__()
         self.scale = scale
+        self.size: tuple[int, int] | None = None
 
-    def forward(self, x: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
-        if size is not None:
-            return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)  # (B, C, *size)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size is not None:
+            return F.interpolate(x, size=self.size, mode="bilinear", align_corners=True)  # (B, C, *size)
         return F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=True)  # (B, C, s*h, s*w)
 
     def extra_repr(self) -> str:
@@ -77,8 +78,7 @@ class FusionBlock(FastPath, nn.Module):
     ``x, skip: (B, D, h, w) -> (B, D, 2h, 2w)``. With ``with_skip=False`` (the coarsest
     level) the block takes ``x`` alone. ``resize_skip=True`` is transformers' DPT: a skip
     whose size differs from the path's is resized to it (bilinear, ``align_corners=False``)
-    instead of being an error; DUSt3R crops the path beforehand instead (``crop_to``). ``size``, if
-    given, is the output size instead of ``(2h, 2w)`` (Depth Anything V2's coarsest block on an odd grid).
+    instead of being an error; DUSt3R crops the path beforehand instead (``crop_to``).
     """
 
     def __init__(self, dim: int, with_skip: bool = True, resize_skip: bool = False):
@@ -89,8 +89,7 @@ class FusionBlock(FastPath, nn.Module):
         self.upsample = Upsample()
         self.out_conv = nn.Conv2d(dim, dim, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None,
-                size: Sequence[int] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         self.check_inputs(x, skip)
         if skip is not None and self.resize_skip and skip.shape[-2:] != x.shape[-2:]:
             skip = F.interpolate(skip, size=x.shape[-2:], mode="bilinear", align_corners=False)  # (B, D, h, w)
@@ -99,8 +98,8 @@ class FusionBlock(FastPath, nn.Module):
         if self.use_fast_path():
             # A 1x1 conv commutes with bilinear upsampling (its weights sum to 1), so mixing
             # channels first does the same maths on 4x fewer pixels.
-            return self.upsample(self.out_conv(out), size)   # (B, D, 2h, 2w)
-        out = self.upsample(out, size)         # (B, D, 2h, 2w)
+            return self.upsample(self.out_conv(out))   # (B, D, 2h, 2w)
+        out = self.upsample(out)               # (B, D, 2h, 2w)
         return self.out_conv(out)              # (B, D, 2h, 2w)
 
     def check_inputs(self, x: torch.Tensor, skip: torch.Tensor | None) -> None:
@@ -163,8 +162,13 @@ def fuse_pyramid_uncropped(levels: Sequence[torch.Tensor], fusion: Sequence[nn.M
         raise ValueError(f"fuse_pyramid_uncropped: odd_grid must be one of {ODD_GRIDS[1:]}, got {odd_grid!r} "
                          f"(DUSt3R's 'crop' is fuse_pyramid)")
     _check_pyramid("fuse_pyramid_uncropped", levels, fusion)
-    size = levels[2].shape[-2:] if odd_grid == "upsample_to_level" else None
-    path = fusion[3](levels[3], size=size)          # (B, D, nh, nw) | (B, D, 2*ceil(nh/2), 2*ceil(nw/2))
+    coarsest = fusion[3]
+    if odd_grid == "upsample_to_level":
+        coarsest.upsample.size = tuple(levels[2].shape[-2:])   # set for this call only
+    try:
+        path = coarsest(levels[3])                  # (B, D, nh, nw) | (B, D, 2*ceil(nh/2), 2*ceil(nw/2))
+    finally:
+        coarsest.upsample.size = None
     for i in (2, 1, 0):
         path = fusion[i](path, levels[i])           # x2 each: (B, D, 8nh, 8nw) | (B, D, 16*ceil(nh/2), ...)
     return path
