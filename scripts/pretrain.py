@@ -8,7 +8,7 @@ the result, two torch threads (the sums, hence the weights, depend on the thread
 
   --stage 1  notebook 08's model, TinyDUSt3RConfig(patch_size=16, two_heads=True): a 4x6 token grid at 64x96,
              cheap per step; 12000 steps from random weights -> artifacts/pretrain/stage1.pt (~45 min).
-  --stage 2  the same model with 8-pixel patches (an 8x12 token grid, 2.3x the cost per step), started from
+  --stage 2  the same model with 8-pixel patches (an 8x12 token grid, 2.5x the cost per step), started from
              stage 1's weights (`with_finer_patches`: only the patch embedding changes) and fine-tuned for 7000
              steps -> dptlearn/train/weights/tiny_dust3r.pt, the shipped checkpoint (~60 min).
 
