@@ -42,7 +42,7 @@ import torch
 from dptlearn.train.backbone import TinyDUSt3R, TinyDUSt3RConfig
 from dptlearn.train.data import SyntheticScenes
 from dptlearn.train.loop import evaluate, train
-from dptlearn.train.pretrained import WEIGHTS, load_pretrained, save_pretrained, sha256_file, with_finer_patches
+from dptlearn.train.pretrained import WEIGHTS, expected_sha256, load_pretrained, save_pretrained, with_finer_patches
 
 COMMON = dict(height=64, width=96, train_scenes=4096, seed=0, batch_size=16, weight_decay=0.05, clip=1.0, ema=0.999,
               augment=1, threads=2, checkpoint_every=250, check_seed=30_000, check_scenes=16)
@@ -52,8 +52,11 @@ STAGES = {
     2: dict(COMMON, patch_size=8, init="artifacts/pretrain/stage1.pt", steps=7000, lr=1e-3, warmup=100,
             cooldown=3000, out=str(WEIGHTS), work="artifacts/pretrain/stage2"),
 }
-# Not part of the recipe: where the files go (and what to resume from).
+# Not part of the recipe: where the files go.
 PLACES = ("out", "work")
+HELP = {"out": "the final checkpoint (its .sha256 is written next to it)",
+        "work": "folder for the periodic checkpoints step_N.pt and the training state state.pt",
+        "init": "a checkpoint with larger patches to start from (stage 1's); empty: random weights"}
 
 
 def model_config(patch_size: int) -> TinyDUSt3RConfig:
@@ -69,7 +72,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--stage", type=int, choices=sorted(STAGES), default=2,
                    help="1: 16-pixel patches from random weights; 2: 8-pixel patches from stage 1 (the shipped file)")
     for k, v in STAGES[stage].items():
-        p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
+        p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v, help=HELP.get(k))
     p.add_argument("--resume", default="", help="a state.pt to continue from (same recipe; --steps and --cooldown "
                                                 "may be larger, e.g. to train longer before cooling down)")
     a = p.parse_args(argv)
@@ -79,13 +82,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return a
 
 
-def initial_weights(a: argparse.Namespace) -> tuple[TinyDUSt3R, dict]:
+def initial_weights(a: argparse.Namespace) -> tuple[TinyDUSt3R, dict, dict]:
     """The model to train and what it starts from: random weights (no --init), or --init's checkpoint with its
-    patch embedding rewritten for --patch-size (`with_finer_patches`). The second value is the part of the
-    recipe that names the start: {'init_sha256': ...} and the time the start took to make."""
+    patch embedding rewritten for --patch-size (`with_finer_patches`). Also returns what the start adds to the
+    recipe ({'init_sha256'}: a resume onto another start is refused) and to the meta (its steps and time)."""
     model = TinyDUSt3R(model_config(a.patch_size), device="cpu")
     if not a.init:
-        return model, {}
+        return model, {}, {}
     if not Path(a.init).is_file():
         raise SystemExit(f"expected stage 1's checkpoint at {a.init} (make pretrain writes it: "
                          f"scripts/pretrain.py --stage 1), not found")
@@ -95,8 +98,9 @@ def initial_weights(a: argparse.Namespace) -> tuple[TinyDUSt3R, dict]:
                          f"{a.patch_size}, got {start.config}")
     state = with_finer_patches(start.state_dict(), start.config.patch_size, a.patch_size)
     model.load_state_dict(state)
-    return model, {"init_sha256": sha256_file(a.init), "init_steps": meta.get("steps_done"),
-                   "init_wall_seconds": meta.get("wall_seconds", 0), "init_cpu_seconds": meta.get("cpu_seconds", 0)}
+    return model, {"init_sha256": expected_sha256(a.init)}, {  # the digest load_pretrained has just checked
+        "init_steps": meta.get("steps_done"), "init_wall_seconds": meta.get("wall_seconds", 0),
+        "init_cpu_seconds": meta.get("cpu_seconds", 0)}
 
 
 # Settings a resumed run may change: how long it goes on, when it cools down, how often it writes.
@@ -134,10 +138,9 @@ def main(argv: list[str]) -> int:
     check_data = SyntheticScenes(a.check_scenes, size, seed=a.check_seed).batch(range(a.check_scenes))
     print(f"rendered in {time.perf_counter() - wall0:.0f}s", flush=True)
 
-    model, start = initial_weights(a)
+    model, start_recipe, start_meta = initial_weights(a)
     recipe = {k: getattr(a, k) for k in STAGES[a.stage] if k not in PLACES}
-    meta = {"recipe": {"stage": a.stage, **recipe, **{k: v for k, v in start.items() if k == "init_sha256"}},
-            "torch": str(torch.__version__), **{k: v for k, v in start.items() if k != "init_sha256"}}
+    meta = {"recipe": {"stage": a.stage, **recipe, **start_recipe}, "torch": str(torch.__version__), **start_meta}
     work = Path(a.work)
     resume, spent = load_state(a.resume, meta["recipe"]) if a.resume else (None, {"wall": 0.0, "cpu": 0.0})
     if resume is not None:

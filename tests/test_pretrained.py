@@ -223,6 +223,11 @@ def test_stage_2_starts_from_stage_1_with_finer_patches_and_records_it(tmp_path,
     assert model.config.patch_size == 8 and model.config.two_heads
     assert meta["recipe"]["stage"] == 2 and meta["recipe"]["init_sha256"] == sha256_file(tmp_path / "one.pt")
     assert meta["recipe"]["lr"] == 1e-3 and meta["init_steps"] == 2
+    # at a zero learning rate (no step, no decay) the result is the start itself: stage 1's weights, converted
+    _pretrain(tmp_path, "still", 2, 0, "--init", str(tmp_path / "one.pt"), "--lr", "0", stage=2)
+    start = with_finer_patches(_weights(tmp_path, "one.pt"), 16, 8)
+    still = _weights(tmp_path, "still.pt")
+    assert all(torch.equal(still[k], start[k].half()) for k in start)
 
     with pytest.raises(SystemExit, match="expected stage 1's checkpoint at .*missing.pt"):
         _pretrain(tmp_path, "none", 2, 0, "--init", str(tmp_path / "missing.pt"), stage=2)
