@@ -1,6 +1,22 @@
-"""The recorded capstone numbers: re-derived from the functional reference, reproduced by dptlearn's head."""
+"""The recorded capstone numbers: re-derived from the functional reference, reproduced by dptlearn's head.
+
+The recorded numbers were computed once, on one machine (scripts/make_reference_outputs.py). Re-computing
+them on another CPU runs other convolution kernels (oneDNN/ATen pick AVX2, AVX-512 or AMX code with other
+summation orders), so a float64 re-computation agrees to a few units of float64's resolution, not bit for
+bit: measured 10-30 eps on an Intel Xeon with AMX (ATen's avx512, avx2 and default kernels alike) against
+numbers recorded on an AMD EPYC.
+"""
 import pytest
 import torch
+
+EPS64 = torch.finfo(torch.float64).eps       # 2.2e-16
+# Same functional maths, other kernels: each 3x3 conv sums up to 256*9 = 2304 products, whose reordering
+# costs ~sqrt(2304) = 48 eps at worst-typical per layer, and the head's ~15 conv layers mostly do not add
+# up in the same direction. 256 eps relative to the output's largest value is ~8x the largest error seen.
+SAME_MATHS_OTHER_KERNELS = 256 * EPS64
+# dptlearn's modules vs the functional reference: another code path as well (other op order, e.g.
+# ConvTranspose vs conv_transpose2d, interpolate before/after add) on any CPU: 1e-12 = ~4500 eps.
+OTHER_CODE_PATH = 1e-12
 
 from dptlearn.course.reference_data import (MODEL, SIZES, dust3r_keys, dust3r_weights, reference_case,
                                             reference_tokens)
@@ -40,7 +56,9 @@ def test_recorded_outputs_are_what_the_functional_reference_gives(name):
     assert (case["conf"] > 1).all()                     # conf_mode ('exp', 1, inf): 1 + e^c
     with torch.no_grad():
         again = reference_output(dust3r_weights(), case["tokens"], (H, W))
-    assert torch.equal(again["pts3d"], case["pts3d"]) and torch.equal(again["conf"], case["conf"])
+    for k in ("pts3d", "conf"):
+        err = ((again[k] - case[k]).abs().max() / case[k].abs().max()).item()
+        assert err <= SAME_MATHS_OTHER_KERNELS, (k, err / EPS64, "eps")
 
 
 @pytest.mark.parametrize("name", sorted(SIZES))
@@ -53,4 +71,4 @@ def test_dptlearn_head_reproduces_the_recorded_numbers(name):
         got = head(case["tokens"], case["image_size"])
     for k in ("pts3d", "conf"):
         err = ((got[k] - case[k]).abs().max() / case[k].abs().max()).item()
-        assert err < 1e-12, (k, err)
+        assert err < OTHER_CODE_PATH, (k, err)
