@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dptlearn-installed
 PORT   ?= 8888
 
-.PHONY: install lab my-work test test-gpu test-fast notebooks exercises bench export train-bench grade-bench browser-deps sandbox-deps clean
+.PHONY: install lab my-work test test-gpu test-portable test-portable-numerics test-fast notebooks exercises bench export train-bench grade-bench browser-deps sandbox-deps clean
 
 # Reinstall only when the pins, the package metadata or the lab settings change.
 $(STAMP): requirements.txt pyproject.toml jupyter/overrides.json
@@ -45,6 +45,7 @@ test: install browser-deps sandbox-deps
 	$(BIN)/python -m pytest -p no:python --nbval --nbval-current-env \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300 notebooks solutions \
 	    --junitxml=$(REPORTS)/nbval.xml
+	$(MAKE) --no-print-directory test-portable-numerics
 
 # The optional GPU path, on a machine with an NVIDIA GPU and a CUDA build of torch (README, "Device"):
 # the CUDA-marked tests (the device-parametrised tests on cuda, the solutions graded with --device
@@ -60,6 +61,28 @@ test-gpu: install
 	DPTLEARN_DEVICE=cuda NVIDIA_TF32_OVERRIDE=0 $(BIN)/python -m pytest -p no:python --nbval \
 	    --nbval-current-env --nbval-sanitize-with $(REPORTS)/nbval_sanitize_cuda.cfg \
 	    --nbval-cell-timeout 300 notebooks solutions --junitxml=$(REPORTS)/gpu-nbval.xml
+
+# The numerical tests and nbval with torch's CPU kernels forced down to other instruction sets (a learner's
+# laptop or a CI runner may have any CPU): ATen's scalar `default` and its `avx2` kernels, oneDNN capped at
+# AVX2. Passing means no test and no stored output depends on this machine's kernels. `make test` runs the
+# numerical part (~1 min); `make test-portable` adds nbval under avx2 (~5 min; the workflow's portable job).
+NUMERICS := tests/test_reference_data.py tests/test_dust3r_numerics.py tests/test_modules.py tests/test_keys.py \
+            tests/test_hf_parity.py tests/test_family.py tests/test_precision.py tests/test_export.py \
+            tests/test_released_checkpoint.py tests/test_device_determinism.py tests/test_checks.py \
+            tests/test_losses.py tests/test_data.py tests/test_backbone_training.py
+PORTABLE_ISA ?= avx2
+test-portable-numerics: install
+	mkdir -p $(REPORTS)
+	for isa in default avx2; do \
+	    echo "== numerical tests with ATEN_CPU_CAPABILITY=$$isa ONEDNN_MAX_CPU_ISA=AVX2"; \
+	    ATEN_CPU_CAPABILITY=$$isa ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest -q -p no:cacheprovider $(NUMERICS) \
+	        --junitxml=$(REPORTS)/portable-$$isa.xml || exit 1; \
+	done
+
+test-portable: test-portable-numerics
+	ATEN_CPU_CAPABILITY=$(PORTABLE_ISA) ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest -q -p no:python --nbval \
+	    --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300 notebooks solutions \
+	    --junitxml=$(REPORTS)/portable-nbval.xml
 
 test-fast: install
 	$(BIN)/python -m pytest tests -m "not browser and not slow"
