@@ -2,7 +2,7 @@
 
 Usage::
 
-    dptlearn-make-exercises [--solutions DIR] [--out DIR] [--lectures DIR] [--check]
+    dptlearn-make-exercises [--solutions DIR] [--out DIR] [--lectures DIR] [--check] [--hints K]
 
 ``solutions/*.ipynb`` are the single source. Every solution region, delimited by lines
 ``### BEGIN SOLUTION`` / ``### END SOLUTION``, becomes a stub at the same indentation::
@@ -15,6 +15,12 @@ Cells tagged ``solution-only`` and Markdown between ``<!-- BEGIN SOLUTION -->`` 
 metadata is reduced to the tags (check cells are also marked non-editable and non-deletable).
 The output is deterministic: re-running gives byte-identical files. ``--check`` writes nothing
 and exits 1 listing the files that differ from what would be generated (the drift test).
+
+``--hints K --out DIR`` writes a *handout*: the same notebooks with at most ``K`` rungs of each
+exercise's hint ladder (the nested ``<details><summary>Hint n`` blocks of its intro card; ``0``
+drops the ladder and says so). Rungs 1-2 name the idea and the shapes; a rung beyond 2 is marked
+*self-study* and may show code, so a graded handout uses ``K <= 2``. Without ``--hints`` every
+rung is kept (the self-study notebooks of ``exercises/``, unchanged by this option).
 
 The tag conventions are specified in docs/grading.md; ``read_assignment`` validates them and
 is shared with the grader. This module must not import the DPT head (it only reads JSON).
@@ -42,6 +48,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 CHECK_CALL_RE = re.compile(r"\bchecks\.([A-Za-z_]\w*)\s*\(")
 POINTS_MD_RE = re.compile(r"\*\*Points:\*\*\s*(\d+)")
 ROLE_TAGS = ("exercise", "solution", "check", "solution-only")
+HINT_OPEN_RE = re.compile(r"<details><summary>Hint\b")
+NO_HINTS = "*This handout has no hints for this exercise: the card and the lecture are what you get.*"
 
 
 class SourceError(ValueError):
@@ -293,12 +301,32 @@ def drop_md_regions(text: str) -> str:
     return "".join(out).rstrip("\n")
 
 
+def limit_hints(text: str, hints: int | None) -> str:
+    """Keep the first ``hints`` rungs of the hint ladder in an intro card (``None``: all of them).
+
+    The ladder is nested: rung ``n + 1`` opens inside rung ``n``, and the card ends with one
+    ``</details>`` per rung. Cutting at the opening of rung ``hints + 1`` and closing the rungs
+    kept leaves valid HTML; any text after the ladder's last ``</details>`` is kept.
+    """
+    opens = [m.start() for m in HINT_OPEN_RE.finditer(text)]
+    if hints is None or hints >= len(opens):
+        return text
+    end = text.rfind("</details>")
+    tail = text[end + len("</details>"):] if end >= 0 else ""
+    if hints == 0:
+        return text[: opens[0]].rstrip("\n") + "\n\n" + NO_HINTS + tail
+    return text[: opens[hints]].rstrip("\n") + "\n\n" + "</details>\n" * (hints - 1) + "</details>" + tail
+
+
 def _cell_id(assignment: str, index: int) -> str:
     return hashlib.sha1(f"{assignment}:{index}".encode()).hexdigest()[:8]
 
 
-def make_exercise_notebook(a: Assignment) -> dict:
-    """The student version of assignment ``a`` (a new JSON dict; ``a.nb`` is untouched)."""
+def make_exercise_notebook(a: Assignment, hints: int | None = None) -> dict:
+    """The student version of assignment ``a`` (a new JSON dict; ``a.nb`` is untouched).
+
+    ``hints``: keep at most that many rungs of each exercise's hint ladder (``None``: all).
+    """
     lecture_of = {i: ex for ex in a.exercises for i in ex.cell_indexes}
     with_ids = (a.nb.get("nbformat", 4), a.nb.get("nbformat_minor", 0)) >= (4, 5)
     cells = []
@@ -312,6 +340,8 @@ def make_exercise_notebook(a: Assignment) -> dict:
             text = stub_regions(text, ex.id, ex.lecture)
         elif cell.get("cell_type") == "markdown":
             text = drop_md_regions(text)
+            if "exercise" in tags:
+                text = limit_hints(text, hints)
         new = {"cell_type": cell.get("cell_type", "code"), "metadata": {}, "source": split_source(text)}
         if tags:
             new["metadata"]["tags"] = tags
@@ -397,16 +427,16 @@ def edited_since_generated(out: Path, names: list[str]) -> list[Path]:
 
 
 def generate(solutions: Path, out: Path, lectures: Path | None = None,
-             check: bool = False, force: bool = False) -> list[Path]:
+             check: bool = False, force: bool = False, hints: int | None = None) -> list[Path]:
     """Write (or, with ``check``, compare) ``out/*.ipynb``; return the files that differed.
 
     Stale ``out/*.ipynb`` without a source in ``solutions`` are deleted (reported in check mode).
     A file that would change or go, but whose text differs from what this generator last wrote
     (``out/.generated.json``), was edited by hand: nothing is written and ``EditedExercise``
-    names the files, unless ``force``.
+    names the files, unless ``force``. ``hints`` limits each hint ladder (``limit_hints``).
     """
     out = Path(out)
-    wanted = {out / f"{a.name}.ipynb": render(make_exercise_notebook(a))
+    wanted = {out / f"{a.name}.ipynb": render(make_exercise_notebook(a, hints))
               for a in read_assignments(solutions, lectures)}
     differing = [path for path, text in wanted.items()
                  if (path.read_text(encoding="utf-8") if path.exists() else None) != text]
@@ -449,12 +479,22 @@ def main(argv: list[str] | None = None) -> int:
                    help="write nothing; exit 1 listing the files that would change")
     p.add_argument("--force", action="store_true",
                    help="overwrite notebooks even if they were edited since they were generated")
+    p.add_argument("--hints", type=int, default=None, metavar="K",
+                   help="write a handout: at most K hints per exercise (K <= 2 shows no code); "
+                        "needs --out other than exercises/ (default: every hint, for self-study)")
     args = p.parse_args(argv)
     if not args.solutions.is_dir():
         p.error(f"--solutions: expected a folder of notebooks, got {args.solutions}")
+    if args.hints is not None:
+        if args.hints < 0:
+            p.error(f"--hints: expected a number of hints >= 0, got {args.hints}")
+        if args.out.resolve() == (root / "exercises").resolve():
+            p.error("--hints writes a handout: give it its own --out DIR (exercises/ keeps every "
+                    "hint for self-study, and a test checks that it matches solutions/)")
     lectures = args.lectures if str(args.lectures) not in ("", ".") else None
     try:
-        differing = generate(args.solutions, args.out, lectures, check=args.check, force=args.force)
+        differing = generate(args.solutions, args.out, lectures, check=args.check, force=args.force,
+                             hints=args.hints)
     except SourceError as exc:
         print(f"error: the solution notebooks break the exercise conventions "
               f"(docs/grading.md):\n{exc}", file=sys.stderr)

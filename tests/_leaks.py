@@ -1,0 +1,117 @@
+"""What "gives a line of the solution" means, for the handout and lecture-copy tests (issue #23).
+
+A solution line is normalised by dropping its comment and every whitespace character, so
+``return x + out  # (B, D, h, w)`` and ``return x+out`` are the same line. Lines with fewer than
+``MIN_LINE`` characters left (``else:``, ``return x``) say nothing about the answer and are skipped.
+Cards are also searched for the solution's key *expressions*, each at least ``MIN_EXPR`` characters
+once normalised: a call with arguments, or arithmetic/indexing/comparison nested in another such
+operation. A hint that quotes ``3 * L // 4`` or ``x[:, :1].expand_as(patches)`` gives the answer even
+though it is not a whole line; a card that states the interface (``dec_depth <= 9`` raises,
+``fusion[3]`` has no skip unit, ``feature_dim // 2`` channels) does not, and single operations pass.
+"""
+from __future__ import annotations
+
+import ast
+import io
+import re
+import tokenize
+
+from dptlearn.course.exercises import BEGIN, END, source_of, tags_of
+
+MIN_LINE = 12
+MIN_EXPR = 6
+WS = re.compile(r"\s+")
+KEY_NODES = (ast.Call, ast.BinOp, ast.Subscript, ast.Compare, ast.BoolOp, ast.ListComp,
+             ast.GeneratorExp, ast.DictComp)
+
+
+def squash(text: str) -> str:
+    """``text`` without any whitespace (Markdown backticks stay: they never sit inside code)."""
+    return WS.sub("", text)
+
+
+def strip_comment(line: str) -> str:
+    """The line without its ``#`` comment (a ``#`` inside a string literal stays)."""
+    try:
+        toks = list(tokenize.generate_tokens(io.StringIO(line).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return line.split("#", 1)[0]
+    for tok in toks:
+        if tok.type == tokenize.COMMENT:
+            return line[: tok.start[1]]
+    return line
+
+
+def solution_regions(cell: dict) -> list[str]:
+    """The code between each ``### BEGIN SOLUTION`` / ``### END SOLUTION`` pair of a cell."""
+    regions, inside = [], None
+    for line in source_of(cell).splitlines():
+        if line.strip() == BEGIN:
+            inside = []
+        elif line.strip() == END:
+            regions.append("\n".join(inside))
+            inside = None
+        elif inside is not None:
+            inside.append(line)
+    return regions
+
+
+def dedent_block(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    pad = min((len(ln) - len(ln.lstrip()) for ln in lines), default=0)
+    return "\n".join(ln[pad:] for ln in text.splitlines())
+
+
+def solution_lines(code: str) -> set[str]:
+    """Normalised lines of a solution region (comments and whitespace gone, short lines skipped)."""
+    out = set()
+    for line in code.splitlines():
+        s = squash(strip_comment(line))
+        if len(s) >= MIN_LINE:
+            out.add(s)
+    return out
+
+
+def key_expressions(code: str) -> set[str]:
+    """Normalised source of the solution's calls, arithmetic and indexing (``MIN_EXPR`` chars or more)."""
+    source = dedent_block(code)
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    out = set()
+    for node in ast.walk(tree):
+        ops = sum(isinstance(n, KEY_NODES) for n in ast.walk(node))
+        is_call = isinstance(node, ast.Call) and (node.args or node.keywords)
+        if isinstance(node, KEY_NODES) and (is_call or ops >= 2):
+            # as written and as ast spells it (unparse turns 1e-8 into 1e-08, quotes into ')
+            for s in (squash(ast.get_source_segment(source, node) or ""), squash(ast.unparse(node))):
+                if len(s) >= MIN_EXPR:
+                    out.add(s)
+    return out
+
+
+def exercise_solutions(nb: dict) -> dict[str, list[str]]:
+    """Exercise id -> the code of its solution regions, from a solutions/ notebook."""
+    out: dict[str, list[str]] = {}
+    for cell in nb["cells"]:
+        tags = tags_of(cell)
+        if "solution" in tags:
+            ex = next(t[3:] for t in tags if t.startswith("ex:"))
+            out.setdefault(ex, []).extend(solution_regions(cell))
+    return out
+
+
+def quoted_variants(expr: str) -> set[str]:
+    """An expression as a card may quote it: with either kind of string quote."""
+    return {expr, expr.replace("'", '"'), expr.replace('"', "'")}
+
+
+def leaks(code: str, whole_text: str, card_text: str) -> list[str]:
+    """What of ``code`` appears in the handout: whole lines anywhere, key expressions on the card."""
+    whole, card = squash(whole_text), squash(card_text)
+    found = [f"line {line!r}" for line in sorted(solution_lines(code))
+             if any(v in whole for v in quoted_variants(line))]
+    found += [f"expression {e!r}" for e in sorted(key_expressions(code))
+              if any(v in card for v in quoted_variants(e))]
+    return found
