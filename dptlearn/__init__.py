@@ -10,7 +10,7 @@ The package's top level is the head, one small module per stage (see ``docs/API.
     postprocess.py DUSt3R's depth and confidence parametrisations
     dpt.py         the assembled head
     dust3r.py      DUSt3R's factory and checkpoint loader (every compatibility quirk)
-    fused.py       the fast inference path's fused convolutions (one switch)
+    fast.py        optimize_for_inference: an eval-only copy of a head with fused, channels-last kernels
     device.py      the one device switch
 
 Beneath it, in their own folders, the tools built on the head (they import it, never the reverse):

@@ -8,15 +8,11 @@
     head       (B, num_channels, H, W)   x2 from 1/2 of the image (p = 16; other patch sizes
                                          upsample to (H, W) directly, e.g. x1.75 for p = 14)
 
-The same maths runs two ways: the *reference* order above, in NCHW memory, and a *fast*
-path taken automatically in eval mode without autograd (``torch.inference_mode()`` or
-``torch.no_grad()``): channels-last memory for the convs, each fusion block's 1x1 conv
-applied before the x2 upsample instead of after (they commute), and conv + ReLU /
-conv + residual add fused into single oneDNN kernels on the CPU (``fused.py``). Both agree to
-float32 round-off; ``head.fast_inference = False`` switches the fast path off for every stage
-(``fused.set_fast_inference``). Forward hooks see the same values on both paths, except inside
-a fusion block, where ``out_conv`` then runs at the lower resolution (the shape tracer
-therefore traces the reference order).
+Every stage computes this reference order in every mode (training, eval,
+``torch.no_grad()``, ``torch.inference_mode()``), so forward hooks see what the lectures draw.
+The inference-only speed-ups (channels-last memory, each fusion block's 1x1 conv before its
+upsample, fused conv + ReLU / conv + add kernels, bfloat16) are one opt-in transform that
+returns a new head: ``dptlearn.fast.optimize_for_inference(head)``.
 """
 from __future__ import annotations
 
@@ -25,7 +21,6 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .fused import FastPath, set_fast_inference
 from .fusion import ODD_GRIDS, FusionBlock, fuse_pyramid, fuse_pyramid_uncropped
 from .grid import check_image_size, patch_grid, positive_int, tokens_to_grid
 from .head import RegressionHead
@@ -40,7 +35,7 @@ class TokensToGrid(nn.Module):
         return tokens_to_grid(tokens, nh, nw)
 
 
-class DPTHead(FastPath, nn.Module):
+class DPTHead(nn.Module):
     """A DPT head over four hooked token layers.
 
     Args:
@@ -78,7 +73,6 @@ class DPTHead(FastPath, nn.Module):
             raise ValueError(f"n_prefix={n_prefix} prefix tokens need a readout mode ('ignore', 'add' or 'project')")
         if odd_grid not in ODD_GRIDS:
             raise ValueError(f"odd_grid must be one of {ODD_GRIDS}, got {odd_grid!r}")
-        self._fast_inference = True
         self.dim_tokens, self.hooks = tuple(dim_tokens), tuple(hooks)
         self.patch_size, self.num_layers, self.num_channels = patch_size, num_layers, num_channels
         self.feature_dim, self.odd_grid = feature_dim, odd_grid
@@ -91,17 +85,6 @@ class DPTHead(FastPath, nn.Module):
                                     for i in range(4))
         self.head = RegressionHead(feature_dim, last_dim, num_channels, scale=head_scale or patch_size / 8,
                                    activation=head_activation)
-
-    @property
-    def fast_inference(self) -> bool:
-        """The fast inference path's switch for the whole head (every stage follows it)."""
-        return self._fast_inference
-
-    @fast_inference.setter
-    def fast_inference(self, on: bool) -> None:
-        self._fast_inference = bool(on)
-        for stage in self.children():
-            set_fast_inference(stage, on)
 
     def check_tokens(self, tokens: Sequence[torch.Tensor], image_size: Sequence[int]
                      ) -> tuple[int, int, list[torch.Tensor]]:
@@ -157,11 +140,9 @@ class DPTHead(FastPath, nn.Module):
         if self.readout is not None:
             layers = [r(t) for r, t in zip(self.readout, layers)]       # 4 x (B, nh*nw, C_i)
         grids = [self.to_grid(t, nh, nw) for t in layers]                # 4 x (B, C_i, nh, nw)
-        if self.use_fast_path():
-            grids = [g.contiguous(memory_format=torch.channels_last) for g in grids]
         levels = self.reassemble(grids)          # (B, D, 4nh, 4nw), (.., 2nh, 2nw), (.., nh, nw), (.., ceil(nh/2), ..)
         if self.odd_grid == "crop":
             path = fuse_pyramid(levels, self.fusion)                     # (B, D, 8nh, 8nw)
         else:
             path = fuse_pyramid_uncropped(levels, self.fusion, self.odd_grid)  # (B, D, 8nh | 16*ceil(nh/2), ..)
-        return self.head(path)                   # (B, num_channels, H, W); channels-last on the fast path
+        return self.head(path)                   # (B, num_channels, H, W)

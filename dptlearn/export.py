@@ -5,9 +5,9 @@
     # outputs pts3d (batch, H, W, 3), conf (batch, H, W)
 
 The image size is fixed at export time (the token count N and every feature-map size follow
-from it); only the batch is free. The export traces the reference order of operations: the
-fast path's fused oneDNN kernels are CPU-only PyTorch ops with no ONNX counterpart, so a copy of
-the head with ``fast_inference`` off is exported and ``head`` itself is left as it was.
+from it); only the batch is free. The export traces the plain head's reference order; a head from
+``fast.optimize_for_inference`` is refused (its fused oneDNN kernels are CPU-only PyTorch ops with
+no ONNX counterpart): export the head it was made from. ``head`` itself is left as it was.
 Running the file needs onnxruntime (a test dependency); writing it needs onnx and onnxscript
 (``torch.onnx.export``'s exporter).
 
@@ -28,7 +28,7 @@ from torch import nn
 
 from .depth_head import DepthHead
 from .dust3r import DUSt3RHead, dust3r_dpt_head
-from .fused import set_fast_inference
+from .fast import is_optimized
 from .grid import check_image_size, patch_grid
 from .released import load_released_heads
 
@@ -77,8 +77,10 @@ def to_onnx(head: nn.Module, path: str | Path, image_size: Sequence[int]) -> Pat
     names = output_names(head)
     H, W = check_image_size(image_size)
     patch_grid((H, W), head.dpt.patch_size)      # a clear error before any tracing
+    if is_optimized(head):
+        raise ValueError("to_onnx: this head comes from fast.optimize_for_inference, whose fused kernels have no "
+                         "ONNX counterpart; export the plain head it was made from")
     frozen = copy.deepcopy(head).cpu().float().eval()
-    set_fast_inference(frozen, False)          # DPTHead is a FastPath: its setter switches every stage
     tokens = example_tokens(frozen, (H, W), batch=2)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     path = Path(path)

@@ -17,6 +17,9 @@ DUSt3R's coarsest block is built with a skip unit too, but it only ever gets one
 so those weights are never used; here the coarsest block is built without it.
 
 ``fuse_pyramid`` runs the four blocks coarse to fine, with DUSt3R's crop for odd grids.
+Every module here computes this reference order in every mode (training, eval, no_grad,
+inference_mode), so forward hooks see the shapes the lectures draw; the inference-only
+speed-ups (the 1x1 conv before the upsample, fused kernels) are ``fast.optimize_for_inference``.
 """
 from __future__ import annotations
 
@@ -26,33 +29,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused import FastPath, conv_add, conv_relu
-
 
 class Upsample(nn.Module):
     """Bilinear upsampling by ``scale`` with ``align_corners=True`` (DUSt3R's setting everywhere).
 
     With ``align_corners=True`` only the input and output sizes matter: ``scale=1.75`` on
     ``8n`` rows gives exactly ``14n`` rows (the head's last step for 14-pixel patches).
-    ``size``, when set, asks for exactly ``(h, w)`` instead: Depth Anything V2's coarsest
-    fusion block on an odd grid (``fuse_pyramid_uncropped`` sets it for one call).
+    ``size=(h, w)`` in a call asks for exactly that size instead: Depth Anything V2's coarsest
+    fusion block on an odd grid (``fuse_pyramid_uncropped`` passes it through ``FusionBlock``).
     """
 
     def __init__(self, scale: float = 2.0):
         super().__init__()
         self.scale = scale
-        self.size: tuple[int, int] | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.size is not None:
-            return F.interpolate(x, size=self.size, mode="bilinear", align_corners=True)  # (B, C, *size)
+    def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        if size is not None:
+            return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)  # (B, C, *size)
         return F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=True)  # (B, C, s*h, s*w)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale:g}"
 
 
-class ResidualConvUnit(FastPath, nn.Module):
+class ResidualConvUnit(nn.Module):
     """Pre-activation residual unit: ``x + conv2(relu(conv1(relu(x))))``, shape-preserving."""
 
     def __init__(self, dim: int):
@@ -61,24 +61,20 @@ class ResidualConvUnit(FastPath, nn.Module):
         self.conv2 = nn.Conv2d(dim, dim, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_fast_path():
-            return self.forward_fused(x)
         out = self.conv1(F.relu(x))            # not in place: x is needed for the skip
         out = self.conv2(F.relu(out))
         return x + out
 
-    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        """The same maths with conv+ReLU and conv+add each in one kernel."""
-        return conv_add(self.conv2, conv_relu(self.conv1, F.relu(x)), x)
 
-
-class FusionBlock(FastPath, nn.Module):
+class FusionBlock(nn.Module):
     """Fuse the coarser path ``x`` with a pyramid level ``skip``, refine, upsample x2.
 
     ``x, skip: (B, D, h, w) -> (B, D, 2h, 2w)``. With ``with_skip=False`` (the coarsest
     level) the block takes ``x`` alone. ``resize_skip=True`` is transformers' DPT: a skip
     whose size differs from the path's is resized to it (bilinear, ``align_corners=False``)
     instead of being an error; DUSt3R crops the path beforehand instead (``crop_to``).
+    ``size=(h, w)`` (keyword only) upsamples to exactly that size instead of x2 (Depth Anything V2's
+    coarsest block on an odd grid).
     """
 
     def __init__(self, dim: int, with_skip: bool = True, resize_skip: bool = False):
@@ -89,18 +85,19 @@ class FusionBlock(FastPath, nn.Module):
         self.upsample = Upsample()
         self.out_conv = nn.Conv2d(dim, dim, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None, *,
+                size: tuple[int, int] | None = None) -> torch.Tensor:
+        out = self.merge(x, skip)              # (B, D, h, w)
+        out = self.upsample(out, size)         # (B, D, 2h, 2w) | (B, D, *size)
+        return self.out_conv(out)              # (B, D, 2h, 2w) | (B, D, *size)
+
+    def merge(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        """The block before its upsample: ``unit(x + skip_unit(skip))``, (B, D, h, w)."""
         self.check_inputs(x, skip)
         if skip is not None and self.resize_skip and skip.shape[-2:] != x.shape[-2:]:
             skip = F.interpolate(skip, size=x.shape[-2:], mode="bilinear", align_corners=False)  # (B, D, h, w)
         out = x if skip is None else x + self.skip_unit(skip)  # (B, D, h, w)
-        out = self.unit(out)                   # (B, D, h, w)
-        if self.use_fast_path():
-            # A 1x1 conv commutes with bilinear upsampling (its weights sum to 1), so mixing
-            # channels first does the same maths on 4x fewer pixels.
-            return self.upsample(self.out_conv(out))   # (B, D, 2h, 2w)
-        out = self.upsample(out)               # (B, D, 2h, 2w)
-        return self.out_conv(out)              # (B, D, 2h, 2w)
+        return self.unit(out)                  # (B, D, h, w)
 
     def check_inputs(self, x: torch.Tensor, skip: torch.Tensor | None) -> None:
         if (skip is None) != (self.skip_unit is None):
@@ -162,13 +159,8 @@ def fuse_pyramid_uncropped(levels: Sequence[torch.Tensor], fusion: Sequence[nn.M
         raise ValueError(f"fuse_pyramid_uncropped: odd_grid must be one of {ODD_GRIDS[1:]}, got {odd_grid!r} "
                          f"(DUSt3R's 'crop' is fuse_pyramid)")
     _check_pyramid("fuse_pyramid_uncropped", levels, fusion)
-    coarsest = fusion[3]
-    if odd_grid == "upsample_to_level":
-        coarsest.upsample.size = tuple(levels[2].shape[-2:])   # set for this call only
-    try:
-        path = coarsest(levels[3])                  # (B, D, nh, nw) | (B, D, 2*ceil(nh/2), 2*ceil(nw/2))
-    finally:
-        coarsest.upsample.size = None
+    size = tuple(levels[2].shape[-2:]) if odd_grid == "upsample_to_level" else None
+    path = fusion[3](levels[3], size=size)          # (B, D, nh, nw) | (B, D, 2*ceil(nh/2), 2*ceil(nw/2))
     for i in (2, 1, 0):
         path = fusion[i](path, levels[i])           # x2 each: (B, D, 8nh, 8nw) | (B, D, 16*ceil(nh/2), ...)
     return path

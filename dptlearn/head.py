@@ -15,13 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused import FastPath, conv_relu
 from .fusion import Upsample
 
 HEAD_ACTIVATIONS = (None, "relu", "sigmoid")
 
 
-class RegressionHead(FastPath, nn.Module):
+class RegressionHead(nn.Module):
     """``(B, feature_dim, h, w) -> (B, out_channels, scale*h, scale*w)``: raw per-pixel predictions.
 
     ``activation``: ``None`` (DUSt3R: raw values), ``'relu'`` or ``'sigmoid'`` after the last conv.
@@ -43,11 +42,11 @@ class RegressionHead(FastPath, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.reduce(x)                     # (B, D/2, h, w)
         x = self.upsample(x)                   # (B, D/2, 2h, 2w)
-        if self.use_fast_path():
-            x = conv_relu(self.refine, x)      # the same, in one kernel
-        else:
-            x = F.relu(self.refine(x))         # (B, last_dim, 2h, 2w)
-        x = self.predict(x)                    # (B, out_channels, 2h, 2w)
+        x = F.relu(self.refine(x))             # (B, last_dim, 2h, 2w)
+        return self.activate(self.predict(x))  # (B, out_channels, 2h, 2w)
+
+    def activate(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's last activation (``activation``), if any."""
         if self.activation == "relu":
             return F.relu(x)
         return torch.sigmoid(x) if self.activation == "sigmoid" else x

@@ -156,18 +156,39 @@ def test_fusion_block_with_identity_units_is_upsampled_sum():
     x, skip = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4)
     want = Upsample()(x + skip)
     torch.testing.assert_close(block(x, skip), want)
-    with torch.no_grad():                          # eval + no autograd: the fast path
+    with torch.inference_mode():                   # the same reference order in every mode
         torch.testing.assert_close(block.eval()(x, skip), want)
     assert block(x, skip).shape == (1, 2, 6, 8)
 
 
-def test_fast_fusion_commutes_out_conv_with_upsample():
-    torch.manual_seed(0)
+@pytest.mark.parametrize("mode", ["train", "eval + no_grad", "eval + inference_mode"])
+def test_fusion_block_hooks_see_the_reference_order_in_every_mode(mode):
+    """upsample x2 first, then the 1x1 conv at the doubled size: what lecture 04 draws."""
     block = FusionBlock(8)
+    seen = {}
+    handles = [getattr(block, n).register_forward_hook(lambda m, a, o, n=n: seen.__setitem__(n, (a[0].shape, o.shape)))
+               for n in ("unit", "upsample", "out_conv")]
     x, skip = torch.randn(1, 8, 5, 7), torch.randn(1, 8, 5, 7)
-    reference = block(x, skip)                     # autograd on: the reference order
+    grad = torch.inference_mode() if "inference" in mode else torch.no_grad() if "no_grad" in mode else torch.enable_grad()
+    with grad:
+        (block.train() if mode == "train" else block.eval())(x, skip)
+    for h in handles:
+        h.remove()
+    assert seen == {"unit": ((1, 8, 5, 7), (1, 8, 5, 7)), "upsample": ((1, 8, 5, 7), (1, 8, 10, 14)),
+                    "out_conv": ((1, 8, 10, 14), (1, 8, 10, 14))}
+
+
+def test_fusion_block_size_is_a_keyword_only_call_argument():
+    block = FusionBlock(4, with_skip=False)
+    x = torch.randn(1, 4, 3, 5)
+    assert block(x, size=(5, 9)).shape == (1, 4, 5, 9)          # ceil(5/2) = 3 rows -> 5, not 6
     with torch.no_grad():
-        torch.testing.assert_close(block.eval()(x, skip), reference, rtol=1e-5, atol=1e-5)
+        want = block.out_conv(F.interpolate(block.unit(x), size=(5, 9), mode="bilinear", align_corners=True))
+    torch.testing.assert_close(block(x, size=(5, 9)), want)
+    assert block(x).shape == (1, 4, 6, 10)                       # the next call is x2 again: no state kept
+    with pytest.raises(TypeError):
+        block(x, None, (5, 9))                                   # not positional
+    assert not hasattr(block.upsample, "size")
 
 
 def test_coarsest_block_takes_no_skip_and_crop_keeps_top_left():

@@ -4,7 +4,8 @@ Bound: bfloat16 keeps 8 significant bits, so one rounding is off by at most u = 
 relative. The head rounds its outputs once and accumulates a few more roundings on the way
 (measured: 0.6-0.9e-2 for pts3d, 0.2-0.4e-2 for conf on these heads); the tests allow
 BOUND = 2e-2 (about 5u) for ``max |bf16 - f32| / max |f32|``. Autocast and the converted head
-round the same operations, so they must agree to one rounding (u).
+round the same operations, so they must agree to one rounding (u). Each test runs the plain head
+and, where it applies, the head from ``fast.optimize_for_inference`` (fused bfloat16 kernels).
 """
 import copy
 import math
@@ -12,7 +13,7 @@ import math
 import pytest
 import torch
 
-from dptlearn import fused
+from dptlearn import fast
 from dptlearn.dust3r import dust3r_dpt_head
 from dptlearn.export import example_tokens
 from dptlearn.postprocess import postprocess
@@ -36,11 +37,18 @@ def heads():
     return f32, copy.deepcopy(f32).to(torch.bfloat16)
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast", "eager"])
-@pytest.mark.parametrize("hw", SIZES)
-def test_bfloat16_head_is_within_bound_of_float32(heads, hw, fast):
+def pick(heads, path):
+    """The float32 and bfloat16 heads of ``path``: the plain ones, or optimize_for_inference's."""
     f32, bf16 = heads
-    bf16.dpt.fast_inference = fast
+    if path == "plain":
+        return f32, bf16
+    return fast.optimize_for_inference(f32), fast.optimize_for_inference(f32, torch.bfloat16)
+
+
+@pytest.mark.parametrize("path", ["fast", "plain"])
+@pytest.mark.parametrize("hw", SIZES)
+def test_bfloat16_head_is_within_bound_of_float32(heads, hw, path):
+    f32, bf16 = heads[0], pick(heads, path)[1]
     with torch.inference_mode():
         ref = f32(tokens(heads, hw), hw)
         out = bf16(tokens(heads, hw, dtype=torch.bfloat16), hw)
@@ -50,25 +58,26 @@ def test_bfloat16_head_is_within_bound_of_float32(heads, hw, fast):
         assert 0 < err < BOUND, (k, err)      # > 0: it really ran in bfloat16
 
 
-def test_raw_map_of_a_bfloat16_head_is_bfloat16(heads):
-    _, bf16 = heads
+@pytest.mark.parametrize("path", ["fast", "plain"])
+def test_raw_map_of_a_bfloat16_head_is_bfloat16(heads, path):
+    _, bf16 = pick(heads, path)
     with torch.inference_mode():
         raw = bf16.dpt(tokens(heads, (64, 96), dtype=torch.bfloat16), (64, 96))
     assert raw.dtype == torch.bfloat16 and raw.shape == (2, 4, 64, 96)
 
 
-@pytest.mark.skipif(torch.bfloat16 not in fused._FUSED_DTYPES, reason="oneDNN has no bfloat16 kernels on this CPU")
+@pytest.mark.skipif(torch.bfloat16 not in fast.FUSED_DTYPES, reason="oneDNN has no bfloat16 kernels on this CPU")
 @pytest.mark.parametrize("mode", ["converted", "autocast"])
 def test_bfloat16_takes_the_fused_kernels(heads, monkeypatch, mode):
-    f32, bf16 = heads
+    f32, bf16 = pick(heads, "fast")
     seen = []
-    kernel = fused._POINTWISE
+    kernel = fast._POINTWISE
 
     def counting(x, *args):
         seen.append(x.dtype)
         return kernel(x, *args)
 
-    monkeypatch.setattr(fused, "_POINTWISE", counting)
+    monkeypatch.setattr(fast, "_POINTWISE", counting)
     with torch.inference_mode():
         if mode == "converted":
             bf16(tokens(heads, (64, 96), dtype=torch.bfloat16), (64, 96))
@@ -79,9 +88,10 @@ def test_bfloat16_takes_the_fused_kernels(heads, monkeypatch, mode):
     assert seen == [torch.bfloat16] * 15
 
 
+@pytest.mark.parametrize("path", ["fast", "plain"])
 @pytest.mark.parametrize("hw", SIZES)
-def test_autocast_gives_the_converted_heads_numbers(heads, hw):
-    f32, bf16 = heads
+def test_autocast_gives_the_converted_heads_numbers(heads, hw, path):
+    f32, bf16 = pick(heads, path)
     with torch.inference_mode():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             auto = f32(tokens(heads, hw), hw)
@@ -143,7 +153,7 @@ def test_autocast_does_not_excuse_bfloat16_tokens_for_a_float32_head(heads):
 
 def test_hooked_convs_are_not_fused_in_bfloat16_either(heads):
     """A conv with a hook must see its call in bfloat16 too (the fused kernels bypass the module)."""
-    _, bf16 = heads
+    _, bf16 = pick(heads, "fast")
     conv = bf16.dpt.fusion[0].unit.conv1
     seen = []
     handle = conv.register_forward_hook(lambda m, args, out: seen.append((args[0].clone(), out.clone())))

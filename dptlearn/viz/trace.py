@@ -114,12 +114,12 @@ def dpt_of(head: nn.Module, who: str = "trace_head") -> DPTHead:
     return dpt
 
 
-def trace_head(head: nn.Module, tokens: Sequence[torch.Tensor], image_size: Sequence[int],
-               fast: bool = False) -> ShapeTrace:
+def trace_head(head: nn.Module, tokens: Sequence[torch.Tensor], image_size: Sequence[int]) -> ShapeTrace:
     """Run ``head(tokens, image_size)`` once under ``torch.no_grad`` and record every stage's shapes.
 
     Works for a ``DPTHead`` or a ``DUSt3RHead`` of any configuration and image size.
-    ``fast=True`` traces the fast inference path instead of the reference order.
+    The stages compute the reference order in every mode, so the trace is what the lectures draw
+    (a head from ``fast.optimize_for_inference`` would show its commuted fusion blocks instead).
     """
     dpt = dpt_of(head)
     rows: list[TraceRow] = []
@@ -155,13 +155,10 @@ def trace_head(head: nn.Module, tokens: Sequence[torch.Tensor], image_size: Sequ
             continue
         handles.append(module.register_forward_pre_hook(pre_hook(name, module)))
         handles.append(module.register_forward_hook(post_hook(module)))
-    previous = dpt.fast_inference
     try:
-        dpt.fast_inference = fast
         with torch.no_grad():
             result = head(tokens, image_size)
     finally:
-        dpt.fast_inference = previous
         for h in handles:
             h.remove()
     _insert_crop_row(rows, dpt.odd_grid)
