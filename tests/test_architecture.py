@@ -168,5 +168,9 @@ def test_stage_signatures_are_the_ones_the_exercises_ask_for(exercise, where):
     obj = importlib.import_module(module)
     for part in qual.split("."):
         obj = getattr(obj, part)
-    assert list(inspect.signature(obj).parameters) == asked[exercise], \
-        f"{where} takes {list(inspect.signature(obj).parameters)}, its exercise asks for {asked[exercise]}"
+    params = list(inspect.signature(obj).parameters.values())
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    assert positional == asked[exercise], f"{where} takes {positional}, its exercise asks for {asked[exercise]}"
+    extras = [p for p in params if p.name not in positional]   # e.g. FusionBlock.forward's size=
+    assert all(p.kind == p.KEYWORD_ONLY and p.default is not p.empty for p in extras), \
+        f"{where}: parameters beyond the exercise's must be keyword-only with a default, got {extras}"

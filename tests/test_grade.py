@@ -502,7 +502,7 @@ def test_grading_view_stubs_every_name_of_the_head(tmp_path):
     from dptlearn.course.grading import view
 
     heads = view.head_modules(ROOT / "dptlearn")
-    assert {"tokens", "grid", "fused", "dust3r", "dpt_large", "hf"} <= set(heads)
+    assert {"tokens", "grid", "fast", "dust3r", "dpt_large", "hf"} <= set(heads)
     assert not {"__init__", "device"} & set(heads) and probe.NOT_HEAD == view.REAL_MODULES
     (tmp_path / "new").mkdir()
     (tmp_path / "new" / "brand_new.py").write_text("def helper():\n    return 1\n")

@@ -31,11 +31,10 @@ B = 2
 
 
 def small_head(g: torch.Generator) -> "ref_dust3r.DUSt3RHead":
-    """dptlearn's DUSt3R head at the capstone's configuration, seeded weights, in the reference order (the
-    fast path only costs time at this size)."""
+    """dptlearn's DUSt3R head at the capstone's configuration, seeded weights (the reference order: the
+    only one dptlearn's stages compute)."""
     head = ref_dust3r.dust3r_dpt_head(enc_embed_dim=ENC, dec_embed_dim=DEC, dec_depth=DEC_DEPTH,
                                       feature_dim=FEATURE_DIM, last_dim=LAST_DIM, layer_dims=LAYER_DIMS, device="cpu")
-    head.dpt.fast_inference = False
     return randomize_(head, g)
 
 

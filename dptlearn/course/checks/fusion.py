@@ -8,12 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from ... import fusion as ref_fusion
-from ...fused import set_fast_inference
 from .. import probe
 from .harness import (ALIGN_MSG, NEAREST_MSG, Case, Check, build, call, generator, load, randomize_, standin, up)
 
 RCU_SHAPE = "a 3x3 conv without padding shrinks the map by 2 cells: which padding keeps (h, w)?"
-FUSION = ("dptlearn.fusion", "dptlearn.fused")
+FUSION = ("dptlearn.fusion", "dptlearn.fast")
 RESNET_MSG = ("ResNet order (ReLU after the add, no ReLU before conv1): DUSt3R's unit is pre-activation — the "
               "ReLU comes before each conv and nothing follows the add (lecture 04, question 2)")
 
@@ -80,7 +79,7 @@ class ResidualConvUnitCheck(Check):
     B, D, H, W = 2, 4, 3, 5
 
     def make_case(self, seed):
-        ref = set_fast_inference(randomize_(ref_fusion.ResidualConvUnit(self.D), generator(self.name, seed, 0)), False)
+        ref = randomize_(ref_fusion.ResidualConvUnit(self.D), generator(self.name, seed, 0))
         x = torch.randn(self.B, self.D, self.H, self.W, generator=generator(self.name, seed, 1))
         plan = [build(self.D, what=f"ResidualConvUnit({self.D})"), load(ref.state_dict()),
                 call(x, fn="m", what="your forward")]
@@ -190,7 +189,6 @@ class FusionBlockCheck(Check):
         skip = torch.randn(self.B, self.D, self.H, self.W, generator=generator(self.name, seed, 1))
         for k, with_skip in enumerate((True, False)):
             ref = randomize_(ref_fusion.FusionBlock(self.D, with_skip=with_skip), generator(self.name, seed, 2 + k))
-            set_fast_inference(ref, False)
             args = (x, skip) if with_skip else (x,)
             plan += [build(self.D, with_skip, slot=f"f{k}", what=f"FusionBlock({self.D}, with_skip={with_skip})"),
                      load(ref.state_dict(), slot=f"f{k}"),

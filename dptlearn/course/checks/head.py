@@ -7,10 +7,9 @@ import torch.nn.functional as F
 
 from ... import head as ref_head
 from ... import postprocess as ref_post
-from ...fused import set_fast_inference
 from .harness import ALIGN_MSG, INF, NEAREST_MSG, Case, Check, build, call, generator, load, randomize_, up
 
-HEAD = ("dptlearn.head", "dptlearn.fusion.Upsample", "dptlearn.fused")
+HEAD = ("dptlearn.head", "dptlearn.fusion.Upsample", "dptlearn.fast")
 
 
 def head_variant(ref, x, align=True, mode="bilinear", relu="refine", order="reduce_up_refine"):
@@ -56,7 +55,7 @@ class RegressionHeadCheck(Check):
     def reference(self, seed):
         ref = randomize_(ref_head.RegressionHead(self.DM, self.LAST, self.OUT), generator(self.name, seed, 0))
         x = torch.randn(self.B, self.DM, self.H, self.W, generator=generator(self.name, seed, 1))
-        return set_fast_inference(ref, False), x
+        return ref, x
 
     def make_case(self, seed):
         ref, x = self.reference(seed)
