@@ -129,5 +129,13 @@ eval-pretrained: install
 grade-bench: install
 	$(BIN)/python scripts/bench_grade.py
 
+# The course as a website (book/build.py, Sphinx + myst-nb): every lecture, exercise handout and docs page,
+# from the stored outputs (nothing is executed), into build/book/html/index.html. GitHub Pages: book.yml.
+# BOOK_ARGS="--repo OWNER/NAME" adds each notebook's Binder launch button (in GitHub Actions: the repository).
+.PHONY: book
+BOOK_ARGS ?=
+book: install
+	$(BIN)/python book/build.py --out build/book $(BOOK_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache artifacts $(REPORTS)
