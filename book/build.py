@@ -9,7 +9,8 @@ exercises/*.ipynb (the handouts: stubs, never solutions/), docs/**/*.md -- and a
 the book; nothing is listed by hand.
 
 --repo (default: $GITHUB_REPOSITORY, set in GitHub Actions) turns on the per-notebook Binder launch
-button (mybinder.org builds environment.yml at BRANCH, default $GITHUB_REF_NAME or main).
+button (mybinder.org builds environment.yml at BRANCH, default $GITHUB_REF_NAME or main), and points
+links to repository files that are not pages of the book (README.md, dptlearn/...) at GitHub.
 """
 from __future__ import annotations
 
@@ -83,15 +84,47 @@ def toctrees(found: dict[str, list[Path]]) -> str:
                    for caption, paths in found.items() if paths)
 
 
-def stage(src: Path, root: Path = ROOT) -> dict[str, list[Path]]:
-    """Copy the pages (mtimes kept, so Sphinx re-reads only what changed) and write index.md."""
+LINK = re.compile(r"(\]\()([^)\s#:]+)(#[^)\s]*)?(\))")     # a markdown link to a relative path
+
+
+def link_out(text: str, page: Path, published: set[Path], repo: str, branch: str, root: Path = ROOT) -> str:
+    """Links from ``page`` to repository files that are not in the book (README.md, dptlearn/...) point
+    at them on GitHub; links to pages of the book, and to missing files (Sphinx warns), stay."""
+    def fix(m: re.Match) -> str:
+        target = os.path.normpath(page.parent / m.group(2))
+        if target.startswith("..") or Path(target) in published or not (root / target).exists():
+            return m.group(0)
+        kind = "tree" if (root / target).is_dir() else "blob"
+        return f"{m.group(1)}https://github.com/{repo}/{kind}/{branch}/{target}{m.group(3) or ''}{m.group(4)}"
+    return LINK.sub(fix, text) if repo else text
+
+
+def copy_page(rel: Path, src: Path, published: set[Path], repo: str, branch: str, root: Path = ROOT) -> None:
+    dest = src / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    text = (root / rel).read_text(encoding="utf-8")
+    if rel.suffix == ".ipynb":
+        nb = json.loads(text)
+        cells = [c for c in nb["cells"] if c["cell_type"] == "markdown"]
+        fixed = [link_out("".join(c["source"]), rel, published, repo, branch, root) for c in cells]
+        if fixed != ["".join(c["source"]) for c in cells]:
+            for c, source in zip(cells, fixed):
+                c["source"] = source
+            text = json.dumps(nb, ensure_ascii=False, indent=1) + "\n"
+    else:
+        text = link_out(text, rel, published, repo, branch, root)
+    dest.write_text(text, encoding="utf-8")
+    shutil.copystat(root / rel, dest)     # mtimes kept: Sphinx re-reads only what changed
+
+
+def stage(src: Path, repo: str = "", branch: str = "main", root: Path = ROOT) -> dict[str, list[Path]]:
+    """Copy the pages (links to files outside the book sent to GitHub) and write index.md."""
     if src.exists():
         shutil.rmtree(src)
     found = pages(root)
-    for paths in found.values():
-        for p in paths:
-            (src / p).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(root / p, src / p)
+    published = {p for paths in found.values() for p in paths}
+    for p in published:
+        copy_page(p, src, published, repo, branch, root)
     # assets next to the docs pages (pictures they show), but no other markdown or notebooks
     for p in (root / "docs").rglob("*"):
         if p.is_file() and p.suffix not in (".md", ".ipynb") and not (src / p.relative_to(root)).exists():
@@ -114,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--repo: expected OWNER/NAME, got {args.repo!r}")
     t0 = time.monotonic()
     out = args.out.resolve()
-    found = stage(out / "src")
+    found = stage(out / "src", args.repo, args.branch)
     env = dict(os.environ, DPTLEARN_BOOK_REPO=args.repo, DPTLEARN_BOOK_BRANCH=args.branch)
     cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-c", str(BOOK), "-d", str(out / "doctrees"),
            "-w", str(out / "warnings.txt"), str(out / "src"), str(out / "html")]

@@ -14,10 +14,12 @@ HTML page is opened in headless Chromium (Debian's /usr/bin/chromium, as tests/t
 - each notebook's page launches that notebook on Binder;
 - the search page finds "align_corners" on the pages whose text holds it.
 
-Skipped, with the reason, where Chromium is missing or cannot start (`make browser-deps`).
+Skipped, with the reason, where Chromium is missing or cannot start (`make browser-deps`). Without a
+browser: the course map and the links to repository files, on a made-up repository tree.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -40,7 +42,6 @@ REPO, BRANCH = "example-org/dptlearn-book-test", "main"
 BUILD_TIMEOUT_S = 300
 IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
 
-pytestmark = pytest.mark.browser
 
 
 def repo_pages() -> list[str]:
@@ -170,6 +171,7 @@ def visit(context, url: str, outside: list[str]) -> dict:
 
 # ----------------------------------------------------------------------------- the pages
 
+@pytest.mark.browser
 def test_every_page_loads_with_no_error_and_needs_no_network(visits):
     assert "index.html" in visits and "search.html" in visits
     for rel, v in visits.items():
@@ -179,6 +181,7 @@ def test_every_page_loads_with_no_error_and_needs_no_network(visits):
         assert v["errors"] == [], f"{rel}: {v['errors']}"
 
 
+@pytest.mark.browser
 def test_every_picture_is_shown_and_every_stored_picture_is_there(visits):
     shown = 0
     for rel, v in visits.items():
@@ -192,6 +195,7 @@ def test_every_picture_is_shown_and_every_stored_picture_is_there(visits):
         assert len(outputs) == stored_pictures(nb), (rel, len(outputs), stored_pictures(nb))
 
 
+@pytest.mark.browser
 def test_every_internal_link_resolves(visits, book, site):
     ids = {rel: set(v["ids"]) for rel, v in visits.items()}
     checked = 0
@@ -210,6 +214,7 @@ def test_every_internal_link_resolves(visits, book, site):
     assert checked > 100, checked          # the sidebar alone links every page from every page
 
 
+@pytest.mark.browser
 def test_every_lecture_handout_and_docs_page_is_published_and_on_the_landing_page(visits, site):
     published = sorted(rel.removesuffix(".html") for rel in visits
                        if rel.split("/")[0] in ("notebooks", "exercises", "docs"))
@@ -220,6 +225,7 @@ def test_every_lecture_handout_and_docs_page_is_published_and_on_the_landing_pag
     assert missing == [], f"not linked from the landing page: {missing}"
 
 
+@pytest.mark.browser
 def test_the_handouts_are_the_stubs_not_the_solutions(visits):
     for nb in ROOT.glob("exercises/*.ipynb"):
         text = visits[nb.relative_to(ROOT).with_suffix(".html").as_posix()]["text"]
@@ -236,6 +242,7 @@ def test_the_handouts_are_the_stubs_not_the_solutions(visits):
             assert leaked == [], f"{nb.name}: solution lines on the handout's page: {leaked[:3]}"
 
 
+@pytest.mark.browser
 def test_each_notebook_page_launches_that_notebook_on_binder(visits):
     for nb in [*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("exercises/*.ipynb")]:
         path = nb.relative_to(ROOT).as_posix()
@@ -245,6 +252,7 @@ def test_each_notebook_page_launches_that_notebook_on_binder(visits):
     assert visits["index.html"]["launch"] == []      # no notebook there
 
 
+@pytest.mark.browser
 def test_the_search_page_finds_align_corners(book, site, browser):
     """Sphinx's own search, in the page: every page whose text holds the word, and no other."""
     expected = sorted(p.relative_to(book).as_posix() for p in book.rglob("*.html")
@@ -259,3 +267,62 @@ def test_the_search_page_finds_align_corners(book, site, browser):
     finally:
         page.close()
     assert sorted(urldefrag(h)[0].removeprefix(site + "/") for h in hrefs) == expected
+
+
+# ----------------------------------------------------------------------------- book/build.py itself
+
+def build_module():
+    spec = importlib.util.spec_from_file_location("book_build", ROOT / "book" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def notebook(path: Path, title: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"cells": [{"cell_type": "markdown", "metadata": {}, "source": [f"# {title}\n", "text"]}],
+                                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+
+
+def test_the_course_map_pairs_each_lecture_with_its_handout_and_lists_what_is_there(tmp_path):
+    build = build_module()
+    notebook(tmp_path / "notebooks" / "00_intro.ipynb", "00 · Intro: why")
+    notebook(tmp_path / "notebooks" / "01_a.ipynb", "01 · A | with a bar")
+    notebook(tmp_path / "notebooks" / "11_new.ipynb", "11 · Added by another issue")
+    notebook(tmp_path / "exercises" / "01_a.ipynb", "01 · Exercises: A")
+    notebook(tmp_path / "exercises" / "07_orphan.ipynb", "07 · Exercises: no lecture")
+    notebook(tmp_path / "solutions" / "01_a.ipynb", "01 · Solutions: never published")
+    (tmp_path / "docs" / "sub").mkdir(parents=True)
+    (tmp_path / "docs" / "guide.md").write_text("Intro line\n\n# The guide\n")
+    (tmp_path / "docs" / "sub" / "deep.md").write_text("no heading\n")
+    found = build.pages(tmp_path)
+    assert {k: [p.as_posix() for p in v] for k, v in found.items()} == {
+        "Lectures": ["notebooks/00_intro.ipynb", "notebooks/01_a.ipynb", "notebooks/11_new.ipynb"],
+        "Exercises": ["exercises/01_a.ipynb", "exercises/07_orphan.ipynb"],
+        "Reference": ["docs/guide.md", "docs/sub/deep.md"]}
+    rows = build.course_map(found, tmp_path).splitlines()
+    assert rows[2:7] == [
+        "| 00 | [Intro: why](notebooks/00_intro.ipynb) |  |",
+        "| 01 | [A \\| with a bar](notebooks/01_a.ipynb) | [01 · Exercises: A](exercises/01_a.ipynb) |",
+        "| 11 | [Added by another issue](notebooks/11_new.ipynb) |  |",
+        "| 07 | | [07 · Exercises: no lecture](exercises/07_orphan.ipynb) |",
+        ""]
+    assert rows[-2:] == ["- [The guide](docs/guide.md)", "- [deep](docs/sub/deep.md)"]
+
+
+def test_links_to_repository_files_outside_the_book_point_at_github(tmp_path):
+    build = build_module()
+    (tmp_path / "dptlearn").mkdir()
+    (tmp_path / "dptlearn" / "grid.py").write_text("")
+    (tmp_path / "README.md").write_text("")
+    published = {Path("docs/a.md"), Path("docs/b.md"), Path("notebooks/00_x.ipynb")}
+    text = ("[b](b.md#part) [lecture](../notebooks/00_x.ipynb) [readme](../README.md#two-commands) "
+            "[code](../dptlearn/grid.py) [folder](../dptlearn) [gone](missing.md) [web](https://example.org/a.md) "
+            "`f(x)](grid.py)`")
+    out = build.link_out(text, Path("docs/a.md"), published, "o/r", "dev", tmp_path)
+    assert out == ("[b](b.md#part) [lecture](../notebooks/00_x.ipynb) "
+                   "[readme](https://github.com/o/r/blob/dev/README.md#two-commands) "
+                   "[code](https://github.com/o/r/blob/dev/dptlearn/grid.py) [folder](https://github.com/o/r/tree/dev/dptlearn) "
+                   "[gone](missing.md) [web](https://example.org/a.md) `f(x)](grid.py)`")
+    assert build.link_out(text, Path("docs/a.md"), published, "", "dev", tmp_path) == text   # no repository known
+
