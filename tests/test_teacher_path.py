@@ -1,4 +1,4 @@
-"""Every command of the README's teacher section ("Teaching with dptlearn") runs, on a small class.
+"""Every command of docs/teaching.md's section "From a fork to the gradebook" runs, on a small class.
 
 The section's fenced blocks are tagged by what the test does with them:
 
@@ -43,15 +43,15 @@ from _helpers import WORKFLOWS, actionlint, workflow  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-SECTION = "## Teaching with dptlearn"
+SECTION = "## From a fork to the gradebook"
 TAGS = {"teacher", "teacher-file", "teacher-slurm", "teacher-ci"}
 # the fixture class: student -> score out of crafted.MAX_SCORE
 EXPECTED = {"alice": 6, "bob": 4, "carol": 0}
 
 
 def teacher_blocks() -> list[tuple[str, str, str]]:
-    """(tag, argument, body) of each fenced block of the README's teacher section, in order."""
-    text = (ROOT / "README.md").read_text()
+    """(tag, argument, body) of each fenced block of the teacher section (docs/teaching.md), in order."""
+    text = (ROOT / "docs" / "teaching.md").read_text()
     start = text.index(SECTION)
     end = text.find("\n## ", start + 1)
     section = text[start:end if end > 0 else None]
