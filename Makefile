@@ -47,7 +47,7 @@ test: install browser-deps sandbox-deps
 	    --junitxml=$(REPORTS)/nbval.xml
 	$(MAKE) --no-print-directory test-portable-numerics
 
-# The optional GPU path, on a machine with an NVIDIA GPU and a CUDA build of torch (README, "Device"):
+# The optional GPU path, on a machine with an NVIDIA GPU and a CUDA build of torch (docs/teaching.md, "Running on a GPU"):
 # the CUDA-marked tests (the device-parametrised tests on cuda, the solutions graded with --device
 # cuda at full marks), then nbval of notebooks/ and solutions/ on cuda against the stored CPU outputs.
 # NVIDIA_TF32_OVERRIDE=0 keeps cuBLAS/cuDNN in full float32 (no TF32), so outputs differ from the
@@ -109,7 +109,7 @@ export: install
 train-bench: install
 	$(BIN)/python scripts/train_bench.py
 
-# The shipped checkpoint dptlearn/train/weights/tiny_dust3r.pt (+ .sha256): seeded, 2 threads (see the README).
+# The shipped checkpoint dptlearn/train/weights/tiny_dust3r.pt (+ .sha256): seeded, 2 threads (see docs/training.md).
 # Stage 1 (16-pixel patches from random weights, ~45 min) writes artifacts/pretrain/stage1.pt once; stage 2
 # (8-pixel patches fine-tuned from it, ~60 min) writes the shipped file. PRETRAIN_ARGS passes options to stage 2,
 # e.g. make pretrain PRETRAIN_ARGS="--resume artifacts/pretrain/stage2/state.pt"; delete stage1.pt to redo stage 1.

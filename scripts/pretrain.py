@@ -12,7 +12,7 @@ the result, two torch threads (the sums, hence the weights, depend on the thread
              stage 1's weights (`with_finer_patches`: only the patch embedding changes) and fine-tuned for 7000
              steps -> dptlearn/train/weights/tiny_dust3r.pt, the shipped checkpoint (~60 min).
 
-Stage 1 alone stops at AbsRel ~0.07 however long it runs (README: 40000 steps gave 0.071): a 16-pixel token grid
+Stage 1 alone stops at AbsRel ~0.07 however long it runs (docs/training.md: 40000 steps gave 0.071): a 16-pixel token grid
 cannot draw depth edges sharply. Stage 2 buys the finer grid for a fraction of a from-scratch run at 8 pixels.
 
 Every `checkpoint_every` steps the EMA weights are written to --work/step_N.pt in the shipped format, so a stopped

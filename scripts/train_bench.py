@@ -22,7 +22,7 @@ from dptlearn.train.backbone import TinyDUSt3R, TinyDUSt3RConfig
 from dptlearn.train.data import SyntheticScenes
 from dptlearn.train.loop import evaluate, save_checkpoint, train
 
-# The configuration the README quotes; every value can be overridden on the command line.
+# The configuration docs/training.md quotes; every value can be overridden on the command line.
 # One head (view 1, DUSt3R's loss on its point map), 16-pixel patches: the fastest configuration to learn depth.
 # Model widths and depths: TinyDUSt3RConfig's defaults (--layer-dims takes 4 comma-separated widths, --two-heads 0/1).
 MODEL = TinyDUSt3RConfig(patch_size=16, two_heads=False)

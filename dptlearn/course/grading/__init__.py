@@ -1,1 +1,1 @@
-"""dptlearn-grade: grade a class's exercise notebooks (see docs/grading.md)."""
+"""dptlearn-grade: grade a class's exercise notebooks (see docs/teaching.md; docs/grading-security.md)."""

@@ -15,7 +15,7 @@ grader may (root, a writable cgroup file system, ``mount``), each sandbox also g
   JUnit report): the grader reads the results from it after the run, then unmounts it.
 
 Where a piece is not possible the grader says so once and goes on with the per-process limits
-(see docs/grading.md, "Limits").
+(see docs/grading-security.md, "Limits").
 """
 from __future__ import annotations
 

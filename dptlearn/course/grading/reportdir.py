@@ -5,7 +5,7 @@ A report folder holds ``dptlearn-report.json`` (the manifest), one ``<name>.json
 A run writes into a fresh hidden folder next to the target and swaps it in at the end, so the
 target always describes exactly one complete run; a non-empty folder without a manifest is
 never touched. ``dptlearn-grade merge`` joins the folders of shard runs into the folder one
-run over all submissions would have written (see docs/grading.md, "Shards").
+run over all submissions would have written (see docs/teaching.md, "Shards").
 """
 from __future__ import annotations
 
@@ -247,7 +247,7 @@ def merge(folders: list[Path], out: Path) -> list[Result]:
 def merge_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="dptlearn-grade merge",
                                 description="Merge the report folders of shard runs "
-                                            "(--shard K/N) into one (see docs/grading.md).")
+                                            "(--shard K/N) into one (see docs/teaching.md).")
     p.add_argument("folders", nargs="+", type=Path, metavar="DIR",
                    help="report folders written by `dptlearn-grade --shard K/N`")
     p.add_argument("--report-dir", type=Path, default=Path("grading-report"),
