@@ -13,6 +13,7 @@ carrying the same weights.
 """
 from __future__ import annotations
 
+import itertools
 import re
 
 import torch
@@ -137,15 +138,33 @@ class Capstone(Check):
     def build_head(self) -> dict:
         return {**build(*CONFIG, what=f"MyDUSt3RHead{CONFIG}", slot="head"), "of": ["head"]}
 
+    def forward_raised(self, what: str, r: dict, hooks: list) -> None:
+        """Name the hooks, widths or fusion order behind an exception of the learner's forward pass."""
+        message, L = str(r.get("message", "")), DEC_DEPTH
+        said = f"{what} raised {r['raised']}: {message}"
+        asked = re.search(r"\[(\d+), (\d+), (\d+), (\d+)\]", message)
+        if "index out of range" in message or (asked and [int(n) for n in asked.groups()] != hooks):
+            self.fail(f"wrong hooks: {said} — the head gets dec_depth + 1 = {L + 1} token tensors, and DUSt3R's "
+                      f"hooks at dec_depth = {L} are {hooks} (not ViT-B's [2, 5, 8, 11]): take them from your "
+                      f"hook_indices(dec_depth)")
+        if re.search(r"expected input\S* to have \d+ channels, but got \d+ channels", message):
+            self.fail(f"wrong hooks or widths: {said} — a reassemble branch got a layer of another width: "
+                      f"hooked layer 0 is the encoder's output (enc_embed_dim wide), the other hooks {hooks[1:]} are "
+                      f"decoder layers (dec_embed_dim), in this order")
+        if "'NoneType' object is not callable" in message:
+            self.fail(FUSION_ORDER.format(what=f"{said}: a block without a skip unit got a skip input"))
+        if "The size of tensor a" in message or "cannot crop" in message or "same shape" in message:
+            self.fail(FUSION_ORDER.format(what=f"{said}: a block met a level of another size"))
+
     def outputs(self, case: Case, results: list, start: int, diagnose: bool) -> None:
         """The head's outputs on both grids against dptlearn's head (``case.data['want']``)."""
         ref, tokens = case.data["ref"], case.data["tokens"]
         L = DEC_DEPTH
+        hooks = list(ref.dpt.hooks)
         for j, size in enumerate(SIZES):
             r, (H, W) = results[start + j], size
-            if "raised" in r and "index out of range" in r.get("message", ""):
-                self.fail(f"{case.plan[start + j]['what']} raised {r['raised']}: {r['message']} — the head gets "
-                          f"dec_depth + 1 = {L + 1} token tensors: take the hooks from your hook_indices(dec_depth)")
+            if "raised" in r:
+                self.forward_raised(case.plan[start + j]["what"], r, hooks)
             got = self.mapping(self.value(case, results, start + j), {"pts3d", "conf"},
                                "your head should return {'pts3d': (B, H, W, 3), 'conf': (B, H, W)}")
             want = case.data["want"][j]
@@ -154,11 +173,14 @@ class Capstone(Check):
             def v(key, **mistake):
                 return lambda: assembled(ref, tokens[j], size, **mistake)[key]
             pts_candidates = [
-                (f"these are the outputs of hooks [0, 2L//4, 3L//4, L - 1]: the token list is [encoder_out, "
-                 f"dec_1, ..., dec_L], so the last decoder block is index L = {L}",
+                (f"wrong hooks: these are the outputs of hooks [0, 2L//4, 3L//4, L - 1]: the token list is "
+                 f"[encoder_out, dec_1, ..., dec_L], so the last decoder block is index L = {L}",
                  v("pts3d", hooks=[0, 2 * L // 4, 3 * L // 4, L - 1])),
-                ("these are the outputs of the first four layers: the head reads the hooked layers, "
+                ("wrong hooks: these are the outputs of the first four layers: the head reads the hooked layers, "
                  "from your hook_indices(dec_depth)", v("pts3d", hooks=[0, 1, 2, 3])),
+            ] + [(f"wrong hooks: your head reads layers {list(h)}; DUSt3R's head reads {hooks} at dec_depth = {L} "
+                  f"(your hook_indices(dec_depth) gives them: take the hooks from it rather than writing them out)",
+                  v("pts3d", hooks=list(h))) for h in other_hooks(L, hooks)] + [
                 ("the depth mode is not DUSt3R's ('exp', -inf, inf): you post-processed with 'linear'",
                  v("pts3d", depth_mode=("linear", -INF, INF))),
                 ("the depth mode is not DUSt3R's ('exp', -inf, inf): you post-processed with 'square'",
@@ -175,8 +197,41 @@ class Capstone(Check):
                          candidates=conf_candidates)
 
 
+def other_hooks(L: int, hooks: list) -> list[tuple]:
+    """Every other increasing choice of 4 hooks that starts at the encoder's output (index 0): the only ones
+    a head with DUSt3R's widths can run (hook 0 is enc_embed_dim wide, the decoder layers are not)."""
+    return [(0, *h) for h in itertools.combinations(range(1, L + 1), 3) if [0, *h] != hooks]
+
+
+FUSION_ORDER = ("wrong fusion order: {what} — the blocks run coarse to fine: fusion[3] (the coarsest, DUSt3R's "
+                "refinenet4, without a skip unit) first on levels[3] alone, then fusion[2], fusion[1], fusion[0], "
+                "each with its own level; both lists are indexed finest first (your fuse_pyramid does this)")
+
+
+def width_hint(mismatched: list) -> str | None:
+    """Name the configuration width behind a parameter of the wrong shape."""
+    src = {"reassemble.branches": "layer_dims[i]", "reassemble.project": "feature_dim", "fusion": "feature_dim",
+           "head.reduce": "feature_dim // 2", "head.refine": "last_dim", "head.predict": "4 (x, y, z, conf)"}
+    for k, want, have in mismatched:
+        if re.fullmatch(r"reassemble\.branches\.\d\.0\.weight", k) and want[1] != have[1]:
+            i = int(k.split(".")[2])
+            layer = "the encoder's output, enc_embed_dim" if i == 0 else "a decoder layer, dec_embed_dim"
+            return (f"wrong widths: branch {i} reads {have[1]} channels, but hooked layer {i} is {layer} = "
+                    f"{want[1]} wide (the first hooked layer is the encoder's output, enc_embed_dim wide; the other "
+                    f"three are decoder layers, dec_embed_dim wide)")
+        for prefix, name in src.items():
+            if k.startswith(prefix + ".") and want != have:
+                return (f"wrong widths: {k} has shape {have}, expected {want} — its output width is {name} = "
+                        f"{want[0]} (MyDUSt3RHead{CONFIG} takes enc_embed_dim, dec_embed_dim, dec_depth, "
+                        f"feature_dim, last_dim, layer_dims)")
+    return None
+
+
 def state_hint(missing: list, unexpected: list, mismatched: list) -> str | None:
     """What a mismatch of the head's parameter names or shapes most likely means."""
+    if (any(k.startswith("fusion.3.skip_unit.") for k in unexpected)
+            and any(k.startswith("fusion.0.skip_unit.") for k in missing)):
+        return FUSION_ORDER.format(what="your fusion list has the block without a skip unit first, as fusion[0]")
     if any(k.startswith("fusion.3.skip_unit.") for k in unexpected):
         return ("fusion[3] gets one input, so it has no skip unit (DUSt3R builds refinenet4.resConfUnit1 but never "
                 "runs it): build the coarsest block without one")
@@ -187,12 +242,9 @@ def state_hint(missing: list, unexpected: list, mismatched: list) -> str | None:
         return (f"your head has no parameters under {gone[0]!r}: keep the attribute names reassemble, fusion and head "
                 f"(their keys are what a DUSt3R checkpoint converts to)")
     for k, _, _ in mismatched:
-        if k.startswith("reassemble.branches.0."):
-            return ("the first hooked layer is the encoder's output, enc_embed_dim wide; the other three are "
-                    "decoder layers, dec_embed_dim wide")
         if k.startswith("head.predict."):
             return "the head predicts 4 channels: x, y, z and the confidence"
-    return None
+    return width_hint(mismatched)
 
 
 class MyDUSt3RHeadCheck(Capstone):

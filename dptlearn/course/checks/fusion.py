@@ -163,7 +163,9 @@ def fusion_candidates(ref, x, skip):
     cands = [(ALIGN_MSG, v(align=False)), (NEAREST_MSG, v(mode="nearest")),
              ("the x2 upsample comes last (before out_conv), after the residual unit(s); you upsampled first",
               v(up_first=True))]
-    cands += [(f"inside your residual units — {msg}", v(rcu_kw=kw)) for msg, kw in RCU_MISTAKES]
+    cands += [(f"your ResidualConvUnit (the block's two residual units) gives another unit — {msg}; fix it first "
+               f"(its own check above names the mistake), then run this check again", v(rcu_kw=kw))
+              for msg, kw in RCU_MISTAKES]
     if skip is not None:
         cands += [
             ("the skip input (the pyramid level) goes through skip_unit before it is added to the path; you added "

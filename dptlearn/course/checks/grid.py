@@ -82,7 +82,12 @@ class TokensToGrid(Check):
 
 
 class GridToTokens(Check):
-    """``student(grid)``: (B, C, nh, nw) -> (B, nh * nw, C), the inverse of tokens_to_grid."""
+    """``student(grid)``: (B, C, nh, nw) -> (B, nh * nw, C), the inverse of tokens_to_grid.
+
+    This direction is tested on its own: the round trip starts from a grid folded by the reference,
+    never by the learner's ``tokens_to_grid`` (whose own check tests the other direction), so a
+    wrong fold can neither hide nor cause a failure here.
+    """
 
     name = "grid_to_tokens"
     forbidden = ("dptlearn.grid.grid_to_tokens",)
@@ -94,7 +99,7 @@ class GridToTokens(Check):
         t = torch.randn(self.B, 15, self.C, generator=generator(self.name, seed, 9))
         plan = [call(g, what=f"grid_to_tokens(grid {tuple(g.shape)})") for g in grids]
         plan.append(call(rearrange(t, "b (nh nw) c -> b c nh nw", nh=3, nw=5),
-                         what="grid_to_tokens(tokens_to_grid(t, 3, 5))"))
+                         what="grid_to_tokens(t folded to a 3x5 grid by the reference)"))
         return Case(plan, {"grids": grids, "t": t})
 
     def verify(self, case, results):
@@ -116,5 +121,7 @@ class GridToTokens(Check):
                          ])
         back = self.value(case, results, len(case.data["grids"]))
         if not same_tensor(back, case.data["t"]):
-            self.fail("grid_to_tokens(tokens_to_grid(t, 3, 5)) should give t back exactly")
-        return "3x5 and 4x2 grids, B=2, C=4; round trip with tokens_to_grid"
+            self.fail("grid_to_tokens of t folded row-major to a 3x5 grid (by the reference, not by your "
+                      "tokens_to_grid) should give t back exactly")
+        return ("3x5 and 4x2 grids, B=2, C=4, this direction on its own; t back exactly from its reference fold "
+                "(your tokens_to_grid has its own check)")

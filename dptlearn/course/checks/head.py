@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from ... import head as ref_head
 from ... import postprocess as ref_post
-from .harness import ALIGN_MSG, INF, NEAREST_MSG, Case, Check, build, call, generator, load, randomize_, up
+from .harness import (ALIGN_MSG, INF, NEAREST_MSG, Case, Check, CheckFailed, build, call, close, generator, load,
+                      randomize_, up)
 
 HEAD = ("dptlearn.head", "dptlearn.fusion.Upsample", "dptlearn.fast")
 
@@ -220,8 +221,44 @@ class ConfActivation(Check):
         return "('exp', 1, inf), ('exp', 0.5, inf), ('exp', 1, 5), ('sigmoid', 0, 1), ('sigmoid', 1, 3)"
 
 
+EARLIER_DEPTH = (   # depth_variant kinds -> what the learner's depth_activation does wrong, in words
+    ("exp", "e^d instead of e^d − 1 (exp instead of expm1)"), ("elementwise_exp", "exp of each coordinate"),
+    ("elementwise_expm1", "expm1 of each coordinate"), ("no_clamp", "NaN at the zero vector"),
+    ("norm_dim1", "a norm over the wrong axis"), ("exp_of_square", "the 'square' formula for 'exp'"))
+
+
+def fix_first(part: str, what: str) -> str:
+    return (f"your `{part}` gives {what}; postprocess hands it the right channels, so fix `{part}` first (its own "
+            f"check above names the mistake), then run this check again")
+
+
+def depth_cause(got: torch.Tensor, fmap: torch.Tensor) -> str | None:
+    """The learner's pts3d point the right way but have other lengths: the cause is depth_activation."""
+    xyz = fmap[..., :3]
+    for kind, what in EARLIER_DEPTH:
+        if close(got, depth_variant(xyz, kind)):
+            return fix_first("depth_activation", f"{what} for ('exp', -inf, inf)")
+    n_got, n_want = got.norm(dim=-1, keepdim=True), xyz.norm(dim=-1, keepdim=True)
+    if bool(torch.isfinite(got).all()) and close(got / n_got.clamp(min=1e-8), xyz / n_want.clamp(min=1e-8)):
+        return fix_first("depth_activation", "the right directions but other lengths for ('exp', -inf, inf)")
+    return None
+
+
+def conf_cause(got: torch.Tensor, raw_conf: torch.Tensor) -> str | None:
+    """The learner's conf is an increasing function of the right channel, but not DUSt3R's: conf_activation."""
+    if got.shape != raw_conf.shape or not bool(torch.isfinite(got).all()):
+        return None
+    if torch.equal(got.flatten().argsort(), raw_conf.flatten().argsort()):
+        return fix_first("conf_activation", "another increasing map of the confidence channel than ('exp', 1, inf)")
+    return None
+
+
 class Postprocess(Check):
-    """``student(raw, depth_mode, conf_mode) -> {'pts3d': (B, H, W, 3), 'conf': (B, H, W)}``."""
+    """``student(raw, depth_mode, conf_mode) -> {'pts3d': (B, H, W, 3), 'conf': (B, H, W)}``.
+
+    When the channels are right but a value is not, the cause may be the learner's own
+    ``depth_activation`` or ``conf_activation`` (postprocess calls them): the message then says so.
+    """
 
     name = "postprocess"
     forbidden = ("dptlearn.postprocess",)
@@ -240,7 +277,8 @@ class Postprocess(Check):
         want = ref_post.postprocess(raw, dm, cm)
         got = self.mapping(self.value(case, results, 0), {"pts3d", "conf"}, "return a dict with keys 'pts3d' and 'conf'")
         da, ca = ref_post.depth_activation, ref_post.conf_activation
-        self.compare(got["pts3d"], want["pts3d"], label="pts3d", dims="(B, H, W, 3)", result=results[0],
+        fmap = raw.permute(0, 2, 3, 1)                                       # (B, H, W, 4)
+        self.caused(lambda: self.compare(got["pts3d"], want["pts3d"], label="pts3d", dims="(B, H, W, 3)", result=results[0],
                      shape_hints={(B, 3, H, W): "channels last: the point map is (B, H, W, 3)"},
                      candidates=[
                          ("reshape instead of moving the channel axis: a reshape to (B, H, W, C) keeps the memory "
@@ -250,8 +288,8 @@ class Postprocess(Check):
                           lambda: da(raw.permute(0, 2, 3, 1)[..., 1:4], dm)),
                          ("pts3d must go through the depth activation of depth_mode",
                           lambda: raw.permute(0, 2, 3, 1)[..., :3]),
-                     ])
-        self.compare(got["conf"], want["conf"], label="conf", dims="(B, H, W)", result=results[0],
+                     ]), lambda: depth_cause(got["pts3d"], fmap))
+        self.caused(lambda: self.compare(got["conf"], want["conf"], label="conf", dims="(B, H, W)", result=results[0],
                      shape_hints={(B, H, W, 1): "conf has no channel dimension: a slice keeps the axis, an integer "
                                                 "index drops it",
                                   (B, 1, H, W): "channels last and no channel dimension: conf is (B, H, W)"},
@@ -262,10 +300,20 @@ class Postprocess(Check):
                          ("channel order: the raw channels are x, y, z, conf — conf is the last channel",
                           lambda: ca(raw[:, 0], cm)),
                          ("conf must go through the confidence activation of conf_mode", lambda: raw[:, 3]),
-                     ])
+                     ]), lambda: conf_cause(got["conf"], fmap[..., 3]))
         got = self.value(case, results, 1, hint="with conf_mode=None the raw map has 3 channels (x, y, z) and no "
                                                 "confidence: return only {'pts3d': ...}")
         got = self.mapping(got, {"pts3d"}, "with conf_mode=None (a 3-channel raw map) return only {'pts3d': ...}")
         self.compare(got["pts3d"], raw[:, :3].permute(0, 2, 3, 1), label="pts3d with mode 'linear'",
                      dims="(B, H, W, 3)", result=results[1])
         return "exp depth + exp conf on a 4-channel map; linear depth without conf on a 3-channel map"
+
+    def caused(self, compare, cause) -> None:
+        """Run ``compare``; a bare value mismatch is replaced by its cause in an earlier answer, if found."""
+        try:
+            compare()
+        except CheckFailed as e:
+            why = cause() if "but the wrong values" in str(e) else None
+            if why is None:
+                raise
+            self.fail(why)
