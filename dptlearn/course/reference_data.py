@@ -28,9 +28,17 @@ WEIGHT_SEED, TOKEN_SEED = 2024, 7
 SIZES = {"odd": (48, 80), "even": (64, 96)}      # 3x5 patches (odd: the crop acts) and 4x6
 
 
+def recorded_keys() -> dict:
+    """The recorded key list as a dict (``{"configs": [{"name", "config", "keys", ...}, ...]}``).
+
+    Found through the package, so a notebook reads it from any folder it was copied to.
+    """
+    return json.loads(KEYS_FILE.read_text(encoding="utf-8"))
+
+
 def dust3r_keys(model: str = MODEL) -> tuple[dict, list[tuple[str, tuple[int, ...]]]]:
     """The recorded configuration and ``[(key, shape), ...]`` of one DUSt3R head, in DUSt3R's order."""
-    configs = {c["name"]: c for c in json.loads(KEYS_FILE.read_text(encoding="utf-8"))["configs"]}
+    configs = {c["name"]: c for c in recorded_keys()["configs"]}
     if model not in configs:
         raise KeyError(f"no recorded DUSt3R head {model!r}; recorded: {sorted(configs)}")
     c = configs[model]
