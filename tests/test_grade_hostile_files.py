@@ -1,0 +1,286 @@
+"""Hostile files (issue #21): one student's bytes, names or file types cost that student only.
+
+Two command-line runs of ``dptlearn-grade``, each with honest classmates who must keep full marks:
+
+* the grading fixture class of ``tests/grading/hostile_files.py``: a results file whose zip header
+  makes ``zipfile`` raise an exception type of its own (found by fuzzing the loader), a lone
+  surrogate in an exception message, escaped lone surrogates in notebook JSON, folder and file names
+  that are not UTF-8, symlinks to the teacher's solution and to a classmate's notebook, a dangling
+  symlink, a FIFO and a folder named ``*.ipynb``, Markdown, bidi and zero-width characters in a
+  message, control characters in a message;
+* the course: answers of 03, 04 and 05 that delegate to transformers' DPT and Depth Anything modules.
+
+Each case asserts exact points, the message, the run's exit status (3: graded, with N submissions
+refused) and that no file outside the report folder changed (symlinks, FIFOs and files compared by
+what they are). Every report file must load with its standard reader.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import stat
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from _helpers import run_grader
+from dptlearn.course.grading import safetext, sandbox
+
+sys.path.insert(0, str(Path(__file__).parent / "grading"))
+import crafted  # noqa: E402
+import hostile_files as hf  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBLEM = sandbox.bwrap_problem()
+pytestmark = pytest.mark.skipif(PROBLEM is not None, reason=f"no sandbox: {PROBLEM}")
+REFUSED_EXIT = 3
+LIVE_TAGS = {"a", "em", "strong", "s", "del", "img", "b", "script", "iframe"}
+
+
+def tree_state(top: Path) -> dict[bytes, str]:
+    """What every entry under ``top`` is, without following or opening anything but regular files."""
+    out = {}
+    for dirpath, dirs, files in os.walk(os.fsencode(top)):
+        for name in dirs + files:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out[p] = "link:" + os.fsdecode(os.readlink(p))
+            elif stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as fh:
+                    out[p] = hashlib.sha256(fh.read()).hexdigest()
+            else:
+                out[p] = f"mode:{stat.S_IFMT(st.st_mode):o}"
+    return out
+
+
+def guarded(*extra: Path) -> dict[bytes, str]:
+    state = {}
+    for top in [crafted.FIXTURES, ROOT / "solutions", *extra]:
+        state.update(tree_state(top))
+    return state
+
+
+def load_reports(report: Path) -> dict[str, dict]:
+    """Every per-submission JSON report, loaded strictly, by its ``submission`` field."""
+    out = {}
+    for p in report.glob("*.json"):
+        if p.name != "dptlearn-report.json":
+            data = json.loads(p.read_text(encoding="utf-8"), strict=True)
+            out[data["submission"]] = data
+    return out
+
+
+def points(data: dict) -> dict[str, int]:
+    return {e["id"]: e["points"] for e in data["exercises"]}
+
+
+def rendered_tags(markdown: str) -> set[str]:
+    from html.parser import HTMLParser
+
+    markdown_it = pytest.importorskip("markdown_it")
+    tags: set[str] = set()
+
+    class P(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            tags.add(tag)
+
+    P().feed(markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(markdown))
+    return tags
+
+
+# ----------------------------------------------------------------------------- the fixture class
+
+@pytest.fixture(scope="module")
+def files_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile-files")
+    built = hf.build_class(root)
+    before = guarded(built["class"])
+    report = root / "report"
+    proc = run_grader(str(built["class"]), "--solutions", str(crafted.SOLUTIONS), "--report-dir",
+                      str(report), "--timeout", "20", "--jobs", "2")
+    return {**built, "proc": proc, "report": report, "before": before,
+            "after": guarded(built["class"]), "data": load_reports(report) if report.is_dir() else {}}
+
+
+def result_of(run, case: str) -> dict:
+    shown = safetext.path_text(str(run["paths"][case]))
+    assert shown in run["data"], (shown, sorted(run["data"]), run["proc"].stderr[-2000:])
+    return run["data"][shown]
+
+
+def test_the_run_completes_and_says_how_many_were_refused(files_run):
+    proc = files_run["proc"]
+    refused = sum(c.refused for c in hf.CASES.values())
+    assert proc.returncode == REFUSED_EXIT, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
+    assert f"{refused} refused" in proc.stdout, proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert len(files_run["data"]) == len(hf.CASES) + len(hf.HONEST_STUDENTS)
+
+
+@pytest.mark.parametrize("case", list(hf.CASES))
+def test_hostile_file(files_run, case):
+    want = hf.CASES[case]
+    data = result_of(files_run, case)
+    assert points(data) == want.points, data
+    ex = next(e for e in data["exercises"] if e["id"] == want.where)
+    where = data["error"] if want.refused else ex["message"]
+    assert want.text in (where or ""), (where, data)
+    assert data.get("refused", False) == want.refused, data
+    if not want.refused:
+        assert ex["flags"] == want.flags, ex
+    for e in data["exercises"]:
+        assert "\n" not in e["message"] and len(e["message"]) <= 400 and "Traceback" not in e["message"]
+
+
+def test_honest_classmates_keep_full_marks(files_run):
+    for path in files_run["honest"].values():
+        data = files_run["data"][str(path)]
+        assert points(data) == hf.HONEST and data["error"] is None and data["notes"] == [], data
+        assert all(e["flags"] == [] for e in data["exercises"])
+
+
+def test_no_file_outside_the_report_changed(files_run):
+    assert files_run["after"] == files_run["before"]
+
+
+def test_refused_files_are_named_in_needs_a_look(files_run):
+    summary = (files_run["report"] / "summary.md").read_text(encoding="utf-8")
+    look = summary.split("## Needs a look", 1)[1]
+    for case, want in hf.CASES.items():
+        if want.refused:
+            assert f"class/{case}/01_fixture.ipynb" in look and want.text in look, (case, look)
+
+
+def test_a_name_that_is_not_utf8_falls_back_to_a_hash(files_run):
+    data = result_of(files_run, "non_utf8_name")
+    assert data["submission"].endswith("\\xe9l\\xe8ve/01_fixture-caf\\xe9.ipynb")
+    assert data["name"].startswith("submission-") and data["student"] == "\\xe9l\\xe8ve"
+    assert any("not valid UTF-8" in n for n in data["notes"]), data["notes"]
+    assert (files_run["report"] / f"{data['name']}.junit.xml").is_file()
+
+
+def test_lone_surrogates_are_shown_not_kept(files_run):
+    data = result_of(files_run, "surrogate_message")
+    assert "ValueError: \\ud800" in data["exercises"][0]["message"]
+    raw = (files_run["report"] / f"{data['name']}.json").read_bytes()
+    raw.decode("utf-8")
+    assert b"\\ud800" in raw
+
+
+def test_markdown_in_a_message_is_inert(files_run):
+    summary = (files_run["report"] / "summary.md").read_text(encoding="utf-8")
+    assert not rendered_tags(summary) & LIVE_TAGS
+    data = result_of(files_run, "markdown_message")
+    message = data["exercises"][0]["message"]
+    assert "pass\\u202edeliaf ze\\u200bro" in message and "\u202e" not in summary and "\u200b" not in summary
+    row = next(line for line in summary.splitlines() if "markdown_message" in line and line.startswith("|"))
+    assert row.count(" | ") == next(line for line in summary.splitlines() if line.startswith("| student")).count(" | ")
+
+
+def test_every_report_file_parses(files_run):
+    report = files_run["report"]
+    for p in report.glob("*.junit.xml"):
+        ET.parse(p)
+    control = result_of(files_run, "control_message")
+    xml = ET.parse(report / f"{control['name']}.junit.xml")
+    assert "bad\\x01\\x02\\x08" in xml.find(".//failure").get("message")
+    for name in ("summary.csv", "gradebook.csv"):
+        rows = list(csv.reader(io.StringIO((report / name).read_text(encoding="utf-8"))))
+        assert len({len(r) for r in rows}) == 1, name
+    json.loads((report / "dptlearn-report.json").read_text(encoding="utf-8"), strict=True)
+
+
+# ----------------------------------------------------------------------------- transformers
+
+REPO_SOLUTIONS = ROOT / "solutions"
+HF = "from transformers.models.dpt.modeling_dpt import {names}\nfrom transformers import DPTConfig\n"
+DA = "from transformers.models.depth_anything.modeling_depth_anything import {names}\n"
+TRANSFORMERS_ANSWERS = {
+    "03_reassemble": {"Reassemble": HF.format(names="DPTReassembleStage") + (
+        "class Reassemble(nn.Module):\n"
+        "    def __init__(self, dim_tokens, layer_dims, feature_dim):\n"
+        "        super().__init__()\n"
+        "        self.stage = DPTReassembleStage(DPTConfig(hidden_size=dim_tokens,\n"
+        "                                                  neck_hidden_sizes=list(layer_dims)))\n"
+        "    def forward(self, grids):\n"
+        "        return self.stage(grids)\n")},
+    "04_refinenet_fusion": {
+        "residual_conv_unit": HF.format(names="DPTPreActResidualLayer") + (
+            "def residual_conv_unit(x, w1, b1, w2, b2):\n"
+            "    unit = DPTPreActResidualLayer(DPTConfig(fusion_hidden_size=x.shape[1]))\n"
+            "    with torch.no_grad():\n"
+            "        unit.convolution1.weight.copy_(w1); unit.convolution1.bias.copy_(b1)\n"
+            "        unit.convolution2.weight.copy_(w2); unit.convolution2.bias.copy_(b2)\n"
+            "    return unit(x)\n"),
+        "ResidualConvUnit": DA.format(names="DepthAnythingPreActResidualLayer") + (
+            "from transformers import DepthAnythingConfig\n"
+            "class ResidualConvUnit(nn.Module):\n"
+            "    def __init__(self, dim):\n"
+            "        super().__init__()\n"
+            "        self.unit = DepthAnythingPreActResidualLayer(DepthAnythingConfig(fusion_hidden_size=dim))\n"
+            "        self.conv1, self.conv2 = self.unit.convolution1, self.unit.convolution2\n"
+            "    def forward(self, x):\n"
+            "        return self.unit(x)\n"),
+        "FusionBlock": HF.format(names="DPTFeatureFusionLayer") + (
+            "class FusionBlock(nn.Module):\n"
+            "    def __init__(self, dim, with_skip=True):\n"
+            "        super().__init__()\n"
+            "        self.layer = DPTFeatureFusionLayer(DPTConfig(fusion_hidden_size=dim))\n"
+            "    def forward(self, x, skip=None):\n"
+            "        return self.layer(x, skip)\n")},
+    "05_head_and_postprocess": {"RegressionHead": HF.format(names="DPTDepthEstimationHead") + (
+        "class RegressionHead(nn.Module):\n"
+        "    def __init__(self, feature_dim, last_dim, out_channels):\n"
+        "        super().__init__()\n"
+        "        self.head = DPTDepthEstimationHead(DPTConfig(fusion_hidden_size=feature_dim))\n"
+        "    def forward(self, x):\n"
+        "        return self.head([x])\n")},
+}
+
+
+def with_answers(assignment: str, answers: dict[str, str]) -> dict:
+    nb = json.loads((REPO_SOLUTIONS / f"{assignment}.ipynb").read_text(encoding="utf-8"))
+    for ex_id, source in answers.items():
+        cell = next(c for c in nb["cells"] if f"ex:{ex_id}" in c["metadata"].get("tags", [])
+                    and "solution" in c["metadata"]["tags"])
+        cell["source"] = [source]
+    return nb
+
+
+@pytest.fixture(scope="module")
+def transformers_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile-transformers")
+    subs = root / "class"
+    for assignment, answers in TRANSFORMERS_ANSWERS.items():
+        for student, nb in (("delegates", with_answers(assignment, answers)),
+                            ("honest", with_answers(assignment, {}))):
+            path = subs / student / f"{assignment}.ipynb"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(nb), encoding="utf-8")
+    before = guarded(subs)
+    report = root / "report"
+    proc = run_grader(str(subs), "--report-dir", str(report), "--jobs", "2")
+    return {"subs": subs, "proc": proc, "before": before, "after": guarded(subs),
+            "data": load_reports(report) if report.is_dir() else {}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment", list(TRANSFORMERS_ANSWERS))
+def test_delegating_to_transformers_scores_zero_naming_it(transformers_run, assignment):
+    proc = transformers_run["proc"]
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+    data = transformers_run["data"][str(transformers_run["subs"] / "delegates" / f"{assignment}.ipynb")]
+    honest = transformers_run["data"][str(transformers_run["subs"] / "honest" / f"{assignment}.ipynb")]
+    assert honest["score"] == honest["max_score"] and all(e["flags"] == [] for e in honest["exercises"])
+    for e in data["exercises"]:
+        if e["id"] in TRANSFORMERS_ANSWERS[assignment]:
+            assert e["points"] == 0 and "transformers" in e["message"] and e["flags"] == ["reference"], e
+        elif e["id"] not in ("fuse_pyramid", "Reassemble_full"):   # fuse_pyramid builds on FusionBlock
+            assert e["points"] == e["max_points"], e
+    assert transformers_run["after"] == transformers_run["before"]
