@@ -115,3 +115,82 @@ def leaks(code: str, whole_text: str, card_text: str) -> list[str]:
     found += [f"expression {e!r}" for e in sorted(key_expressions(code))
               if any(v in card for v in quoted_variants(e))]
     return found
+
+
+# ----------------------------------------------------------------------------- near copies of lecture code
+
+class _Anon(ast.NodeTransformer):
+    """Names, attributes, arguments and constants renamed by first appearance: a copy with other names
+    (or other numbers) normalises to the same tree."""
+
+    def __init__(self):
+        self.names: dict[str, str] = {}
+
+    def _n(self, name: str) -> str:
+        return self.names.setdefault(name, f"v{len(self.names)}")
+
+    def visit_Name(self, node):
+        return ast.copy_location(ast.Name(id=self._n(node.id), ctx=node.ctx), node)
+
+    def visit_arg(self, node):
+        node.arg, node.annotation = self._n(node.arg), None
+        return node
+
+    def visit_Attribute(self, node):
+        if isinstance(node.value, ast.Name):     # `mine.f`, `self.f`, `F.f` and `f` are one call
+            return ast.copy_location(ast.Name(id=self._n(node.attr), ctx=node.ctx), node)
+        self.generic_visit(node)
+        node.attr = self._n(node.attr)
+        return node
+
+    def visit_Constant(self, node):
+        return ast.copy_location(ast.Constant(value="c" if isinstance(node.value, str) else 0), node)
+
+    def visit_Expr(self, node):   # docstrings and bare strings say nothing about the code
+        if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            return None
+        return self.generic_visit(node)
+
+
+def units(source: str) -> list[str]:
+    """The normalised token stream of each function or class of ``source`` (and of the whole source)."""
+    try:
+        tree = ast.parse(dedent_block(source))
+    except SyntaxError:
+        return []
+    out = []
+    nodes = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))] or [tree]
+    for node in nodes:
+        body = node.body if not isinstance(node, ast.Module) else node.body
+        mod = _Anon().visit(ast.Module(body=[ast.fix_missing_locations(b) for b in body], type_ignores=[]))
+        out.append(ast.unparse(ast.fix_missing_locations(mod)))
+    return out
+
+
+def tokens(dump: str) -> list[str]:
+    return re.findall(r"\w+|[^\w\s]", dump)
+
+
+def similarity(a, b) -> float:
+    """difflib's ratio of two normalised dumps (or their token lists), over their tokens."""
+    import difflib
+    ta, tb = (tokens(x) if isinstance(x, str) else x for x in (a, b))
+    if min(len(ta), len(tb)) < 0.5 * max(len(ta), len(tb)):
+        return 0.0                               # one is less than half the other: not a copy
+    return difflib.SequenceMatcher(None, ta, tb, autojunk=False).ratio()
+
+
+def calls(source: str) -> list[str]:
+    """The names of the functions a piece of code calls, in source order (``mine.f`` and ``f`` alike)."""
+    try:
+        tree = ast.parse(dedent_block(source))
+    except SyntaxError:
+        return []
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else None
+            if name:
+                found.append((node.lineno, node.col_offset, name))
+    return [n for *_, n in sorted(found)]
