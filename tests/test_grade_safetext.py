@@ -85,6 +85,7 @@ def test_a_name_that_is_not_utf8_shows_its_bytes():
     assert not safetext.representable(name)
     assert safetext.representable("Jane Doe_1_assignsubmission_file_/02 — é.ipynb")
     assert not safetext.representable("alice\u202e.ipynb") and not safetext.representable("a\x07")
+    assert not safetext.representable("alice\nbob")
 
 
 def test_fallback_name_is_stable_hex_and_total():
@@ -226,7 +227,7 @@ def test_any_file_name_has_a_safe_display_and_a_fallback(raw):
     shown = safetext.path_text(name)
     shown.encode("utf-8")
     assert visible_only(shown)
-    assert safetext.representable(name) == (shown == name)
+    assert safetext.representable(name) == (shown == name and not set(name) & set("\t\n\r"))
     if safetext.representable(name):
         assert os.fsencode(name) == raw and raw.decode("utf-8") == name
     assert safetext.fallback_name(name).isascii()

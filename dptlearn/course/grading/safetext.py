@@ -108,8 +108,9 @@ def path_text(path: str) -> str:
 
 
 def representable(name: str) -> bool:
-    """Whether a file or folder name shows as itself: valid UTF-8, no control or format character."""
-    return path_text(name) == name
+    """Whether a file or folder name shows as itself: valid UTF-8, no control character (tab and
+    line breaks included) and no format character."""
+    return path_text(name) == name and not any(c in KEPT_CONTROLS for c in name)
 
 
 def fallback_name(key: str) -> str:
