@@ -25,8 +25,9 @@ Only the rounding order differs: in float32 the result matches the plain head to
 raises, and so does a forward whose input requires a gradient (train the plain head, then call
 ``optimize_for_inference`` again). Forward hooks on its fusion blocks see the commuted order; hooks
 belong on the plain head, which draws what the lectures draw. A conv that carries a hook is never
-fused, so the hook sees its call. ``torch.compile``, ``torch.jit.freeze`` and onnxruntime were
-measured against this (docs/benchmarks.md).
+fused, so the hook sees its call. ``torch.compile`` (inductor, freezing on) works offline too, but
+takes about a minute to compile for a few percent more; ``make bench`` measures it (``--compile``)
+and onnxruntime beside this (docs/benchmarks.md).
 """
 from __future__ import annotations
 
