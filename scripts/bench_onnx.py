@@ -2,14 +2,15 @@
 
 DUSt3R's head at 512x384 (H=384, W=512), seeded random weights, batch 1, default threads:
 
-    torch eager   float32, reference order (``fast_inference = False``)
-    torch fast    float32, the fast path (what ``head(tokens, (H, W))`` does by default)
+    torch eager   float32, the plain head (the reference order)
+    torch fast    float32, ``dptlearn.fast.optimize_for_inference(head)``
     onnxruntime   the file ``dptlearn.export.to_onnx`` writes, CPUExecutionProvider, all graph
                   optimisations on
 
 The three take turns, ``--rounds`` rounds of ``--runs`` timed runs each after one warm-up, so a
 burst of load from other processes hits each alike; median and min per forward are printed, then
-onnxruntime's largest difference from torch (``max |a - b| / max |b|`` for pts3d and conf).
+onnxruntime's largest difference from torch (``max |a - b| / max |b|`` for pts3d and conf). The
+same lines replace this script's section of docs/benchmarks.md (``--out ''`` for none).
 """
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
-from bench_head import rel_err   # scripts/ is on sys.path when this runs as a script
+from bench_head import ONNX_BEGIN, ONNX_END, ROOT, rel_err   # scripts/ is on sys.path when run as a script
 
 
 def timed(fn, runs: int) -> list[float]:
@@ -39,6 +41,7 @@ def main() -> None:
     p.add_argument("--size", nargs=2, type=int, default=(384, 512), metavar=("H", "W"))
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = p.parse_args()
     try:
         import onnxruntime as ort
@@ -46,6 +49,7 @@ def main() -> None:
         sys.exit("bench_onnx: onnxruntime is not installed (make install pins it)")
     from dptlearn.dust3r import dust3r_dpt_head
     from dptlearn.export import example_tokens, to_onnx
+    from dptlearn.fast import optimize_for_inference
 
     size = tuple(args.size)
     torch.manual_seed(0)
@@ -57,11 +61,11 @@ def main() -> None:
         print(f"export: {time.perf_counter() - t:.1f} s, {path.stat().st_size / 1e6:.1f} MB")
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {f"tokens_{i}": x.numpy() for i, x in enumerate(tokens)}
+    fast = optimize_for_inference(head)
 
-    def torch_run(fast: bool):
-        head.dpt.fast_inference = fast
+    def torch_run(optimised: bool):
         with torch.inference_mode():
-            return head(tokens, size)
+            return (fast if optimised else head)(tokens, size)
 
     paths = {"torch eager": lambda: torch_run(False), "torch fast": lambda: torch_run(True),
              "onnxruntime": lambda: session.run(None, feed)}
@@ -70,14 +74,28 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, fn in paths.items():
             times[name] += timed(fn, args.runs)
-    print(f"DUSt3R head, (H, W) = {size}, batch 1, {torch.get_num_threads()} torch threads; "
-          f"load average {load:.1f} -> {os.getloadavg()[0]:.1f}")
+    lines = [f"DUSt3R head, (H, W) = {size}, batch 1, {torch.get_num_threads()} torch threads, {args.rounds} rounds "
+             f"x {args.runs} runs per path, interleaved; load average {load:.1f} -> {os.getloadavg()[0]:.1f}", ""]
+    eager = statistics.median(times["torch eager"])
     for name, ts in times.items():
-        print(f"  {name:12s} median {statistics.median(ts) * 1e3:8.1f} ms   min {min(ts) * 1e3:8.1f} ms")
-    want = torch_run(True)
+        lines.append(f"- {name:12s} median {statistics.median(ts) * 1e3:8.1f} ms   min {min(ts) * 1e3:8.1f} ms   "
+                     f"({statistics.median(ts) / eager:.2f} of eager)")
+    want = torch_run(False)
     for name, got in zip(("pts3d", "conf"), session.run(None, feed)):
         ref = want[name]
-        print(f"  onnxruntime vs torch, {name}: max |diff| / max |torch| = {rel_err(torch.from_numpy(got), ref):.2e}")
+        lines.append(f"- onnxruntime vs torch eager, {name}: max |diff| / max |torch| = "
+                     f"{rel_err(torch.from_numpy(got), ref):.2e}")
+    print("\n".join(lines))
+    if args.out:
+        out = Path(args.out)
+        text = out.read_text(encoding="utf-8") if out.exists() else ""
+        section = "\n".join([ONNX_BEGIN, "## onnxruntime beside torch (scripts/bench_onnx.py)", "", *lines, ONNX_END])
+        if ONNX_BEGIN in text and ONNX_END in text:
+            text = text[:text.index(ONNX_BEGIN)] + section + text[text.index(ONNX_END) + len(ONNX_END):]
+        else:
+            text = text + "\n" + section + "\n"
+        out.write_text(text, encoding="utf-8")
+        print(f"wrote its section of {out}")
 
 
 if __name__ == "__main__":
