@@ -69,10 +69,11 @@ test-gpu: install
 NUMERICS := tests/test_reference_data.py tests/test_dust3r_numerics.py tests/test_modules.py tests/test_keys.py \
             tests/test_hf_parity.py tests/test_family.py tests/test_precision.py tests/test_export.py \
             tests/test_released_checkpoint.py tests/test_device_determinism.py tests/test_checks.py \
-            tests/test_losses.py tests/test_data.py tests/test_backbone_training.py
+            tests/test_losses.py tests/test_data.py tests/test_backbone_training.py tests/test_fast.py
 PORTABLE_ISA ?= avx2
 test-portable-numerics: install
 	mkdir -p $(REPORTS)
+	@case "$$(uname -m)" in x86_64|amd64) ;; *) echo "test-portable-numerics: ATen's default/avx2 kernels exist on x86-64 only; skipped on $$(uname -m)"; exit 0;; esac; \
 	for isa in default avx2; do \
 	    echo "== numerical tests with ATEN_CPU_CAPABILITY=$$isa ONEDNN_MAX_CPU_ISA=AVX2"; \
 	    ATEN_CPU_CAPABILITY=$$isa ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest -q -p no:cacheprovider $(NUMERICS) \
