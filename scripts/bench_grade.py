@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dptlearn.course.grading import grade, sandbox  # noqa: E402
+from dptlearn.course.grading.settings import Settings  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "grading" / "fixtures" / "solutions"
 TARGET_S = 300
@@ -79,8 +80,8 @@ def main() -> int:
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="dptlearn-grade-bench-") as tmp:
         subs = make_class(solutions, args.students, Path(tmp) / "class")
-        opts = grade.Options(solutions, Path(tmp) / "report", args.timeout, None, args.jobs,
-                             warm_kernels=not args.cold, sandbox=args.sandbox)
+        opts = Settings(solutions, Path(tmp) / "report", args.timeout, None, args.jobs,
+                        warm_kernels=not args.cold, sandbox=args.sandbox)
         c0, t0 = cpu_seconds(), time.perf_counter()
         results = grade.grade(subs, opts, progress=lambda _: None)
         wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0

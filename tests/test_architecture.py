@@ -4,6 +4,7 @@
 - viz/, course/ and train/ sit on top of the head: nothing in the head imports them;
 - no import cycles among dptlearn's modules, imports inside functions (lazy ones) included;
 - no module over 600 lines;
+- the grader's sandboxed package imports nothing of the trusted side; no grading module over 350 lines;
 - every stage's forward() (and each function an exercise asks for) has exactly the signature
   of its exercise in solutions/.
 """
@@ -120,6 +121,43 @@ def test_the_cycle_finder_sees_lazy_imports():
 def test_no_module_over_600_lines():
     long = {m: n for m, p in MODULES.items() if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+# ------------------------------------------------------------------ the grader's trust boundary
+
+SANDBOXED = "dptlearn.course.grading.sandboxed"
+NOTEBOOK_RUNTIME = {"pytest", "nbval", "jupyter_client", "ipykernel", "ipykernel_launcher"}
+RUNTIME_USERS = {f"{SANDBOXED}.plugin", f"{SANDBOXED}.warm"}    # the nbval plugin, the fork server
+GRADING_MAX_LINES = 350
+
+
+def test_the_sandboxed_package_imports_nothing_of_the_trusted_side():
+    """What runs inside a student's sandbox (copied there whole) imports the standard library
+    and itself only, lazy imports included; the nbval plugin and the warm-kernel server may also
+    import the notebook runtime they drive."""
+    inside = sorted(m for m in MODULES if m == SANDBOXED or m.startswith(SANDBOXED + "."))
+    assert {f"{SANDBOXED}.{n}" for n in ("plugin", "warm", "launcher", "confine", "cells")} <= set(inside)
+    for m in inside:
+        for target in imports_of(m):
+            top = target.split(".")[0]
+            if target == SANDBOXED or target.startswith(SANDBOXED + "."):
+                continue
+            allowed = top in sys.stdlib_module_names or top == "__future__" or (
+                m in RUNTIME_USERS and top in NOTEBOOK_RUNTIME)
+            assert allowed, f"{m} imports {target}: the sandboxed package may import only the " \
+                            f"standard library and itself" + (", and the notebook runtime" if m in RUNTIME_USERS else "")
+
+
+def test_the_import_rule_sees_the_trusted_side():
+    # A self-check of the rule above: a relative import out of the package resolves to dptlearn.
+    assert "dptlearn.course.grading.staging" in imports_of("dptlearn.course.grading.processes")
+    assert f"{SANDBOXED}.cells" in imports_of(f"{SANDBOXED}.plugin")
+
+
+def test_no_grading_module_over_350_lines():
+    long = {m: n for m, p in MODULES.items() if m.startswith("dptlearn.course.grading")
+            and (n := len(p.read_text(encoding="utf-8").splitlines())) > GRADING_MAX_LINES}
+    assert not long, f"grading modules over {GRADING_MAX_LINES} lines: {long}"
 
 
 # ------------------------------------------------------------------ signatures the exercises ask for

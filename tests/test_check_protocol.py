@@ -33,7 +33,7 @@ from dptlearn import grid as gr
 from dptlearn.course import probe
 from dptlearn.course.answers import PARTS, Answers, Parts
 from dptlearn.course.checks import CHECKS, CheckFailed
-from dptlearn.course.grading.verdicts import check_call
+from dptlearn.course.grading.checkcells import parse_check_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,8 +54,8 @@ def solution_objects() -> dict:
             if "solution" in tags:
                 exec("".join(cell["source"]), ns)  # noqa: S102 - our own solution notebooks
             if "check" in tags:
-                checked.append(check_call("".join(cell["source"])))
-        found.update({c.name: eval(c.expr, ns) for c in checked})  # noqa: S307 - our own check cells
+                checked.append(parse_check_cell("".join(cell["source"])))
+        found.update({c.check: eval(c.answer, ns) for c in checked})  # noqa: S307 - our own check cells
         if path.stem in PARTS:
             answers[path.stem] = Answers(path.stem, path, ns, [])
     assert set(answers) == set(PARTS), "a notebook of the capstone's parts is missing from solutions/"

@@ -22,7 +22,11 @@ from pathlib import Path
 import pytest
 
 from dptlearn.course import exercises
-from dptlearn.course.grading import grade, plugin, runner, warm
+from dptlearn.course.grading import grade, integrity, processes, staging, untrusted
+from dptlearn.course.grading import judge as judging
+from dptlearn.course.grading.checkcells import CheckCellCall, parse_check_cell
+from dptlearn.course.grading.sandboxed import cells, warm
+from dptlearn.course.grading.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).parent / "grading"))
 import crafted  # noqa: E402
@@ -154,7 +158,7 @@ def test_junit_reports_the_verdicts(class_run):
     _, report, _, _ = class_run
     for case, failed in (("mistake_grid", {"grid"}), ("tampered_checks", {"add", "grid", "factor"})):
         name = result_of(class_run, case)["name"]
-        cases = [runner.case_info(tc) for tc in
+        cases = [untrusted.cell_report(tc) for tc in
                  ET.parse(report / f"{name}.junit.xml").getroot().iter("testcase")]
         assert {c["exercise"]: c["points"] for c in cases} == {"add": "1", "grid": "2", "factor": "3"}
         assert {c["exercise"] for c in cases if c["outcome"] == "failure"} == failed
@@ -187,9 +191,9 @@ def fixture_assignment() -> exercises.Assignment:
     return exercises.read_assignment(crafted.SOLUTIONS / f"{crafted.ASSIGNMENT}.ipynb")
 
 
-def check_sources(cells) -> list[tuple[str, str]]:
-    return [(plugin.exercise_of(exercises.tags_of(c)), exercises.source_of(c))
-            for c in cells if "check" in exercises.tags_of(c)]
+def check_sources(nb_cells) -> list[tuple[str, str]]:
+    return [(cells.cell_exercise(c), cells.source_of(c))
+            for c in nb_cells if "check" in cells.cell_tags(c)]
 
 
 def test_restore_checks_replaces_reinserts_and_drops():
@@ -200,17 +204,17 @@ def test_restore_checks_replaces_reinserts_and_drops():
     nb["cells"].remove(crafted.cell(nb, "grid", "check"))
     nb["cells"].append(crafted.code_cell("pass", ["ex:bonus", "check", "points:9"]))
     nb["cells"].append(crafted.code_cell("pass", ["ex:add", "check", "points:9"]))
-    restored = runner.restore_checks(nb["cells"], a)
+    restored = staging.restore_check_cells(nb["cells"], a)
     assert check_sources(restored) == originals
-    grid = [i for i, c in enumerate(restored) if "ex:grid" in exercises.tags_of(c)]
-    assert "check" in exercises.tags_of(restored[grid[-1]])      # after the exercise's last cell
+    grid = [i for i, c in enumerate(restored) if "ex:grid" in cells.cell_tags(c)]
+    assert "check" in cells.cell_tags(restored[grid[-1]])      # after the exercise's last cell
 
 
 def test_restore_checks_when_a_whole_exercise_is_gone():
     a = fixture_assignment()
     nb = crafted.solution_nb()
-    nb["cells"] = [c for c in nb["cells"] if "ex:grid" not in exercises.tags_of(c)]
-    restored = runner.restore_checks(nb["cells"], a)
+    nb["cells"] = [c for c in nb["cells"] if "ex:grid" not in cells.cell_tags(c)]
+    restored = staging.restore_check_cells(nb["cells"], a)
     assert [ex for ex, _ in check_sources(restored)] == ["add", "grid", "factor"]
 
 
@@ -220,7 +224,7 @@ def test_prepare_clears_outputs_keeps_the_input_and_probes_every_check():
     crafted.huge_output(nb)
     crafted.tampered_checks(nb)
     before = copy.deepcopy(nb)
-    prepared = runner.prepare(nb, a)
+    prepared = staging.prepare(nb, a)
     assert nb == before
     assert all(c.get("outputs", []) == [] and c.get("execution_count") is None
                for c in prepared["cells"])
@@ -237,16 +241,16 @@ def test_one_sandbox_per_student_and_assignment():
 
     def staged(student, assignment):
         r = grade.Result(f"{student}/{assignment.name}.ipynb", student, student=student)
-        return runner.Staged(r, assignment, {}, 1.0)
+        return staging.StagedNotebook(r, assignment, {}, 1.0)
     items = [staged("ann", a), staged("bob", a), staged("ann", b), staged("ann", a)]
-    groups = runner.student_groups(items)
+    groups = staging.student_groups(items)
     assert [[(s.result.student, s.key) for s in g] for g in groups] == [
         [("ann", "01_fixture"), ("ann", "02_other")], [("ann", "01_fixture")], [("bob", "01_fixture")]]
 
 
 def test_clean_message_strips_ansi_and_truncates():
-    msg = plugin.clean_message("\x1b[0;31mAssertionError\x1b[0m: bad\n  value " + "x" * 500)
-    assert msg.startswith("AssertionError: bad value x") and len(msg) == plugin.MESSAGE_CHARS
+    msg = cells.clean_message("\x1b[0;31mAssertionError\x1b[0m: bad\n  value " + "x" * 500)
+    assert msg.startswith("AssertionError: bad value x") and len(msg) == cells.MESSAGE_CHARS
     assert msg.endswith("…") and "\x1b" not in msg
 
 
@@ -287,7 +291,7 @@ def test_committed_exercises_match_and_grade_to_zero(tmp_path):
                                    check=True)
     assert differing == [], "exercises/ is out of date: run `make exercises`"
     released = sorted((ROOT / "exercises").glob("*.ipynb"))
-    opts = grade.Options(ROOT / "solutions", tmp_path / "report", jobs=2)
+    opts = Settings(ROOT / "solutions", tmp_path / "report", jobs=2)
     results = grade.grade([str(p) for p in released], opts, progress=lambda _: None)
     for r in results:
         assert r.error is None, (r.submission, r.error)
@@ -297,7 +301,7 @@ def test_committed_exercises_match_and_grade_to_zero(tmp_path):
 
 
 def test_device_and_threads_reach_the_kernel_environment():
-    env = runner.kernel_env(runner.Settings(timeout=5, jobs=2, device="cuda"))
+    env = processes.kernel_env(Settings(ROOT / "solutions", ROOT, timeout=5, jobs=2, device="cuda"))
     assert env["DPTLEARN_DEVICE"] == "cuda" and env["MPLBACKEND"] == "Agg"
     assert env["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
 
@@ -311,9 +315,9 @@ def test_watchdog_kills_a_runaway_run_and_keeps_finished_checks(tmp_path, monkey
     sub = tmp_path / "slow" / f"{crafted.ASSIGNMENT}.ipynb"
     sub.parent.mkdir()
     sub.write_text(json.dumps(nb))
-    opts = grade.Options(crafted.SOLUTIONS, tmp_path / "report", timeout=300)
+    opts = Settings(crafted.SOLUTIONS, tmp_path / "report", timeout=300)
     if limit == "notebook":
-        monkeypatch.setattr(runner, "watchdog_seconds", lambda nb, a, timeout: 8.0)
+        monkeypatch.setattr(staging, "watchdog_seconds", lambda nb, a, timeout: 8.0)
         text = "not graded: the notebook ran past the grader's limit of 8 s"
     else:
         opts.student_limit = 8.0
@@ -358,11 +362,12 @@ def test_a_student_past_the_limit_gets_no_further_run(tmp_path):
     sub.write_text(json.dumps(crafted.solution_nb()))
     (tmp_path / "run").mkdir()
     assignments = exercises.read_assignments(crafted.SOLUTIONS)
-    run = runner.Run(tmp_path / "run", assignments, runner.Settings(5, student_limit=7),
-                     ROOT / "dptlearn", progress=lambda _: None)
+    settings = Settings(crafted.SOLUTIONS, tmp_path / "report", 5, student_limit=7)
+    run = processes.ClassRun(tmp_path / "run", assignments, settings, ROOT / "dptlearn",
+                             progress=lambda _: None)
     try:
         r = grade.Result(str(sub), "eve")
-        run.run_group([runner.stage(r, assignments, 5, {})], deadline=time.monotonic() - 1)
+        run.run_group([staging.stage(r, assignments, 5, {})], deadline=time.monotonic() - 1)
     finally:
         if run.cgroups is not None:
             run.cgroups.close()
@@ -377,9 +382,9 @@ def test_the_watchdog_counts_the_solutions_cells_not_the_submissions():
     a = fixture_assignment()
     n = sum(c["cell_type"] == "code" for c in a.nb["cells"])
     huge = {"cells": [crafted.code_cell("1")] * 100_000}
-    assert runner.watchdog_seconds(huge, a, 10) == runner.watchdog_seconds(
-        {"cells": [crafted.code_cell("1")] * (n + runner.EXTRA_CELLS)}, a, 10)
-    assert runner.watchdog_seconds({"cells": []}, a, 10) == 60
+    assert staging.watchdog_seconds(huge, a, 10) == staging.watchdog_seconds(
+        {"cells": [crafted.code_cell("1")] * (n + staging.EXTRA_CELLS)}, a, 10)
+    assert staging.watchdog_seconds({"cells": []}, a, 10) == 60
 
 
 @pytest.mark.parametrize("make, text", [
@@ -422,7 +427,7 @@ def run_plugin(root: Path, n: int, warm: bool, out: Path) -> subprocess.Complete
         paths.append(str(path))
     (root / "pytest.ini").write_text("[pytest]\n")
     cmd = [sys.executable, "-m", "pytest", "-q", "-c", str(root / "pytest.ini"), "--rootdir",
-           str(root), "-p", "no:cacheprovider", "-p", "dptlearn.course.grading.plugin",
+           str(root), "-p", "no:cacheprovider", "-p", "dptlearn.course.grading.sandboxed.plugin",
            "--dptlearn-grading", "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout",
            "60", "-W", "ignore", *paths] + (["--dptlearn-preload=colorsys"] if warm else [])
     env = dict(os.environ, PROBE_OUT=str(out), MPLBACKEND="Agg")
@@ -463,14 +468,14 @@ def test_every_notebook_gets_its_own_fresh_kernel(tmp_path):
 
 def test_preload_modules_come_from_set_up_cells():
     a = fixture_assignment()
-    assert runner.preload_modules([a]) == ["fixture_checks"]
+    assert staging.preload_modules([a]) == ["fixture_checks"]
     a.nb["cells"] = [crafted.code_cell("%matplotlib inline\nimport os.path, json as j\n"
                                        "from collections import abc\nfrom . import rel"),
                      crafted.code_cell("import secret_solution_module", ["ex:add", "solution"]),
                      crafted.code_cell("this is not python")] + a.nb["cells"]
-    assert runner.preload_modules([a])[:4] == ["os.path", "json", "collections",
+    assert staging.preload_modules([a])[:4] == ["os.path", "json", "collections",
                                                "collections.abc"]
-    assert "secret_solution_module" not in runner.preload_modules([a])
+    assert "secret_solution_module" not in staging.preload_modules([a])
 
 
 def test_launcher_falls_back_to_a_plain_kernel_without_its_server(tmp_path):
@@ -560,11 +565,9 @@ print(err(lambda: dptlearn.dpt_large.dpt_large_head()))
 def test_recorded_answers_are_read_defensively(tmp_path, monkeypatch):
     import torch
 
-    from dptlearn.course.grading import verdicts
-
     good = tmp_path / "good.pt"
     torch.save({"check": "x", "results": [{"value": torch.ones(2)}]}, good)
-    assert verdicts.load_results(good)["check"] == "x"
+    assert untrusted.load_results(good)["check"] == "x"
     (tmp_path / "link.pt").symlink_to(good)
     (tmp_path / "junk.pt").write_bytes(b"\x80\x02junk")
     (tmp_path / "dir.pt").mkdir()
@@ -573,11 +576,11 @@ def test_recorded_answers_are_read_defensively(tmp_path, monkeypatch):
     for name, text in [("missing.pt", "no answer was recorded"), ("link.pt", "not a regular file"),
                        ("junk.pt", "not readable data"), ("dir.pt", "not a regular file"),
                        ("evil.pt", "not readable data")]:
-        with pytest.raises(verdicts.UnreadableResults, match=text):
-            verdicts.load_results(tmp_path / name)
-    monkeypatch.setattr(verdicts, "MAX_RESULTS_BYTES", 100)
-    with pytest.raises(verdicts.UnreadableResults, match="more than the 0 MiB limit"):
-        verdicts.load_results(good)
+        with pytest.raises(untrusted.UnreadableResults, match=text):
+            untrusted.load_results(tmp_path / name)
+    monkeypatch.setattr(untrusted, "MAX_RESULTS_BYTES", 100)
+    with pytest.raises(untrusted.UnreadableResults, match="more than the 0 MiB limit"):
+        untrusted.load_results(good)
 
 
 BOMBS = Path(__file__).parent / "grading" / "bombs"     # made by the red team (issue 9)
@@ -588,8 +591,6 @@ def test_results_bombs_are_refused_before_any_judge_sees_them(tmp_path):
     tensor claiming 10^12 elements, an over-long string, deep nesting, a sparse tensor, and messages
     that are not strings: each refused quickly, with a message naming only types and sizes."""
     import torch
-
-    from dptlearn.course.grading import verdicts
 
     def saved(name, obj):
         torch.save(obj, tmp_path / name)
@@ -602,22 +603,23 @@ def test_results_bombs_are_refused_before_any_judge_sees_them(tmp_path):
     cases = [(BOMBS / "shared_lists.pt", "too large (more than 200000 items"),
              (BOMBS / "deflated.pt", "not as torch.save writes it (compressed entries"),
              (saved("view.pt", {"v": one.expand(10**6, 10**6)}), "more than 67108864 tensor"),
-             (saved("str.pt", ["x" * (verdicts.MAX_STR_CHARS + 1)]), "a string of more than"),
+             (saved("str.pt", ["x" * (untrusted.MAX_STR_CHARS + 1)]), "a string of more than"),
              (saved("strs.pt", ["x" * 99_000] * 1000), "more than 4194304 in all"),
              (saved("wide.pt", [[0] * 10**5] * 10**5), "too large (more than 200000 items"),
              (saved("deep.pt", nested(45)), "levels deep"),
              (saved("sparse.pt", {"v": torch.eye(3).to_sparse()}), "holds a torch.sparse_coo tensor")]
     for path, text in cases:
-        with pytest.raises(verdicts.UnreadableResults, match=re.escape(text)):
-            verdicts.load_results(path)
-    judge = verdicts.Judge.__new__(verdicts.Judge)
-    judge.broken, judge.calls = {}, {"x": verdicts.CheckCall("check_x", "x")}
+        with pytest.raises(untrusted.UnreadableResults, match=re.escape(text)):
+            untrusted.load_results(path)
+    judge = judging.Judge.__new__(judging.Judge)
+    judge.broken, judge.calls = {}, {"x": CheckCellCall("check_x", "x")}
     for step, text in [({"raised": "ValueError", "message": ["lol"] * 3}, "'message' is a list"),
                        ({"raised": 1, "message": "m"}, "'raised' is a int"),
                        ({"value": 1, "calls": [None]}, "'calls' is not a list of str")]:
-        payload = verdicts.load_results(saved("steps.pt", {"check": "check_x", "results": [step]}))
-        passed, message, flags = judge.verdict("x", payload)
-        assert (passed, flags) == (False, ["forgery"]) and text in message, message
+        payload = untrusted.load_results(saved("steps.pt", {"check": "check_x", "results": [step]}))
+        verdict = judge.verdict("x", payload)
+        assert (verdict.passed, verdict.flags) == (False, {"forgery"}), verdict
+        assert text in verdict.message, verdict.message
 
 
 def test_copies_of_the_reference_are_flagged_wherever_they_are():
@@ -625,8 +627,6 @@ def test_copies_of_the_reference_are_flagged_wherever_they_are():
     cell is flagged on the exercise it answers; one that answers none is noted; the solutions
     themselves are clean."""
     import ast
-
-    from dptlearn.course.grading import verdicts
 
     a = next(x for x in exercises.read_assignments(ROOT / "solutions") if x.name == "02_rearrange")
     grid_py = (ROOT / "dptlearn" / "grid.py").read_text()
@@ -641,17 +641,17 @@ def test_copies_of_the_reference_are_flagged_wherever_they_are():
                            source["tokens_to_grid"].replace("def tokens_to_grid", "def _helper")
                            + "\n" + source["check_image_size"]).splitlines()))
     nb["cells"].insert(1, crafted.code_cell(source["tokens_to_grid"]))
-    forms = verdicts.reference_forms(ROOT / "dptlearn")
-    found, notes = verdicts.identical_to_reference(nb["cells"], a, forms)
+    forms = integrity.reference_forms(ROOT / "dptlearn")
+    found, notes = integrity.identical_to_reference(nb["cells"], a, forms)
     assert found == {"tokens_to_grid": "dptlearn.grid.tokens_to_grid",
                      "patch_grid": "dptlearn.grid.patch_grid",
                      "grid_to_tokens": "dptlearn.grid.tokens_to_grid"}
     assert notes == []
     nb["cells"].insert(1, crafted.code_cell(source["check_image_size"]))
-    assert verdicts.identical_to_reference(nb["cells"], a, forms)[1] == [
+    assert integrity.identical_to_reference(nb["cells"], a, forms)[1] == [
         "a cell holds a copy of dptlearn.grid.check_image_size (identical after normalisation)"]
     for x in exercises.read_assignments(ROOT / "solutions"):
-        assert verdicts.identical_to_reference(x.nb["cells"], x, forms) == ({}, [])
+        assert integrity.identical_to_reference(x.nb["cells"], x, forms) == ({}, [])
 
 
 HOG = """
@@ -759,7 +759,7 @@ def test_without_bubblewrap_the_grader_says_so_once_and_falls_back(tmp_path, mon
         path.write_text(json.dumps(crafted.solution_nb()))
         subs.append(str(path))
     said = []
-    opts = grade.Options(crafted.SOLUTIONS, tmp_path / "report", timeout=30, jobs=2,
+    opts = Settings(crafted.SOLUTIONS, tmp_path / "report", timeout=30, jobs=2,
                          inputs=[str(tmp_path)])
     results = grade.grade(subs, opts, progress=said.append)
     assert [(r.score, r.error) for r in results] == [(crafted.MAX_SCORE, None)] * 2
@@ -769,20 +769,20 @@ def test_without_bubblewrap_the_grader_says_so_once_and_falls_back(tmp_path, mon
 
 
 def test_a_check_that_cannot_be_prepared_costs_its_exercise_not_the_run(tmp_path, monkeypatch):
-    from dptlearn.course.grading import verdicts
     a = fixture_assignment()
-    real = verdicts.load_checks(a)
+    real = judging.load_checks(a)
     first, *rest = [e.id for e in a.exercises]
 
     class Broken:
         def case(self, seed):
             raise KeyError("dust3r_head")
 
-    name = verdicts.check_call(exercises.source_of(a.check_cell(first))).name
-    monkeypatch.setattr(verdicts, "load_checks", lambda _a: {**real, name: Broken()})
-    judge = verdicts.Judge([a], tmp_path / "cases")
+    name = parse_check_cell(cells.source_of(a.check_cell(first))).check
+    monkeypatch.setattr(judging, "load_checks", lambda _a: {**real, name: Broken()})
+    judge = judging.Judge([a], tmp_path / "cases")
     assert set(judge.broken) == {first}
     assert "could not prepare the check" in judge.broken[first] and "KeyError" in judge.broken[first]
     assert sorted(p.stem for p in (tmp_path / "cases").glob("*.pt")) == sorted(rest)
-    passed, message, flags = judge.verdict(first, {"check": name, "results": []})
-    assert not passed and flags == ["grader-error"] and "tell your teacher" in message
+    verdict = judge.verdict(first, {"check": name, "results": []})
+    assert not verdict.passed and verdict.flags == {"grader-error"}
+    assert "tell your teacher" in verdict.message

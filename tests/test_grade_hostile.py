@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from dptlearn.course.grading import grade, limits, sandbox
+from dptlearn.course.grading.settings import Settings
 from dptlearn.course.grading.reportdir import MANIFEST
 
 sys.path.insert(0, str(Path(__file__).parent / "grading"))
@@ -375,7 +376,7 @@ def fixture_run(tmp_path_factory):
         paths[name] = path
     before = sha256_tree(guarded(subs))
     files = [str(p) for p in sorted(subs.rglob("*.ipynb"))]      # as a shell's subs/*/*.ipynb
-    opts = grade.Options(crafted.SOLUTIONS, report, timeout=20, jobs=2, inputs=files)
+    opts = Settings(crafted.SOLUTIONS, report, timeout=20, jobs=2, inputs=files)
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(limits, "SCRATCH_BYTES", 128 * 2**20)   # fill_scratch writes 150 MiB
@@ -523,7 +524,7 @@ def course_run(tmp_path_factory):
     paths["forged_checks_02"].parent.mkdir()
     paths["forged_checks_02"].write_text(json.dumps(stub))
     before = sha256_tree(guarded(subs))
-    opts = grade.Options(REPO_SOLUTIONS, root / "report", jobs=2, inputs=[str(subs)])
+    opts = Settings(REPO_SOLUTIONS, root / "report", jobs=2, inputs=[str(subs)])
     results = grade.grade([str(p) for p in sorted(subs.rglob("*.ipynb"))], opts,
                           progress=lambda _: None)
     return {"paths": paths, "honest": honest, "before": before, "after": sha256_tree(guarded(subs)),

@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from .exercises import source_of, tags_of
+from .grading.sandboxed.cells import cell_tags, python_source, source_of
 from .lms import names_assignment
 
 SKIP_TAGS = ("check", "solution-only")
@@ -133,10 +133,9 @@ def _run_cells(cells: list, path: Path, namespace: dict, failed: list[tuple[int,
     for i, cell in enumerate(cells):
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
-        if any(t in SKIP_TAGS for t in tags_of(cell)):
+        if any(t in SKIP_TAGS for t in cell_tags(cell)):
             continue
-        src = "\n".join(line for line in source_of(cell).splitlines()
-                        if not line.lstrip().startswith(("%", "!")))     # IPython magics and shell lines
+        src = python_source(source_of(cell))                # without IPython magics and shell lines
         try:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 exec(compile(src, f"<{path.name}, cell {i}>", "exec"), namespace)

@@ -37,6 +37,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .grading.checkcells import parse_check_cell
+from .grading.sandboxed.cells import cell_tags as tags_of, fresh_cell, source_of
+
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 MD_BEGIN = "<!-- BEGIN SOLUTION -->"
@@ -45,7 +48,6 @@ STUB = ('{indent}# YOUR CODE HERE\n'
         '{indent}raise NotImplementedError("Exercise {id}: replace this stub with your code'
         ' — see notebooks/{lecture}.ipynb")\n')
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-CHECK_CALL_RE = re.compile(r"\bchecks\.([A-Za-z_]\w*)\s*\(")
 POINTS_MD_RE = re.compile(r"\*\*Points:\*\*\s*(\d+)")
 ROLE_TAGS = ("exercise", "solution", "check", "solution-only")
 HINT_OPEN_RE = re.compile(r"<details><summary>Hint\b")
@@ -89,20 +91,9 @@ class Assignment:
 
 # ----------------------------------------------------------------------------- reading
 
-def source_of(cell: dict) -> str:
-    """A cell's source as one string (the file may hold a string or a list of lines)."""
-    src = cell.get("source", "")
-    return "".join(src) if isinstance(src, list) else str(src)
-
-
 def split_source(text: str) -> list[str]:
     """Source in nbformat's on-disk form: a list of lines, each keeping its newline."""
     return text.splitlines(keepends=True)
-
-
-def tags_of(cell: dict) -> list[str]:
-    tags = (cell.get("metadata") or {}).get("tags") or []
-    return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
 
 
 def load_notebook(path: Path) -> dict:
@@ -218,12 +209,11 @@ def _check_cell_problems(where, index, cell, ex, tags, text) -> list[str]:
                         f"got {['points:' + p for p in pts]}")
     else:
         ex.points = int(pts[0])
-    call = CHECK_CALL_RE.search(text)
-    if call is None:
+    try:
+        ex.check_name = parse_check_cell(text).check
+    except ValueError:
         problems.append(f"{where}: a check cell must call dptlearn.checks.<name>(...), got "
                         f"{text.strip()[:80]!r}")
-    else:
-        ex.check_name = call.group(1)
     return problems
 
 
@@ -342,13 +332,9 @@ def make_exercise_notebook(a: Assignment, hints: int | None = None) -> dict:
             text = drop_md_regions(text)
             if "exercise" in tags:
                 text = limit_hints(text, hints)
-        new = {"cell_type": cell.get("cell_type", "code"), "metadata": {}, "source": split_source(text)}
-        if tags:
-            new["metadata"]["tags"] = tags
+        new = fresh_cell(cell.get("cell_type", "code"), split_source(text), tags)
         if "check" in tags:
             new["metadata"].update({"deletable": False, "editable": False})
-        if new["cell_type"] == "code":
-            new.update(execution_count=None, outputs=[])
         if with_ids:
             new["id"] = cell.get("id") or _cell_id(a.name, i)
         cells.append(new)

@@ -15,13 +15,15 @@ For each submission the grader
 2. finds its student (``submissions.py``) and its assignment among ``--solutions``
    (``metadata.dptlearn.assignment``, else the file name);
 3. prepares the copy that runs: outputs cleared, every check cell replaced by a probe cell that
-   records the answer on inputs the grader chose with a secret seed (``runner.py``,
-   ``verdicts.py``);
-4. runs all of one student's notebooks in one bubblewrap sandbox (``sandbox.py``) with
-   ``pytest --nbval-lax`` and the grading plugin (``plugin.py``, warm kernels: ``warm.py``),
-   against a view of dptlearn without its reference (``view.py``);
-5. judges each recorded answer outside the sandbox: an exercise earns its points iff its check
-   passes on the answer.
+   records the answer on inputs the grader chose with a secret seed (``staging.py``,
+   ``checkcells.py``, ``judge.py``);
+4. runs all of one student's notebooks in one bubblewrap sandbox (``processes.py``,
+   ``sandbox.py``, ``limits.py``) with ``pytest --nbval-lax`` and the grading plugin (the
+   ``sandboxed/`` package: ``plugin.py``, warm kernels: ``warm.py``), against a view of dptlearn
+   without its reference (``view.py``);
+5. judges each recorded answer outside the sandbox, read without trusting it (``untrusted.py``):
+   an exercise earns its points iff its Check passes on the answer (``scoring.py``); the report
+   flags tampered check cells and copies of the reference (``integrity.py``).
 
 Reports go to ``--report-dir`` (default ``./grading-report``; ``report.py``, ``reportdir.py``).
 The exit status is 0 whenever grading completed, whatever the scores; 2 for usage errors. The
@@ -34,32 +36,18 @@ import errno
 import hashlib
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from ..exercises import Assignment, SourceError, read_assignments, repo_root
 from .report import Result, write_partial_junit, write_result, write_summaries
 from .reportdir import ReportDirError, fresh_report_dir, merge_main, run_manifest, write_manifest
-from .runner import STUDENT_LIMIT_S, Settings, grade_all
+from .processes import grade_all
+from .settings import DEFAULT_TIMEOUT_S, STUDENT_LIMIT_S, Settings
 from .submissions import assign_students, expand_submissions, in_shard, parse_shard, report_names
 
-DEFAULT_TIMEOUT_S = 120.0
 # How a file system refuses a name: too long; not in its encoding; invalid there (vfat, SMB, Windows).
 REFUSED_NAME = (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL)
-
-
-@dataclass
-class Options:
-    solutions: Path
-    report_dir: Path
-    timeout: float = DEFAULT_TIMEOUT_S
-    device: str | None = None
-    jobs: int = 1
-    warm_kernels: bool = True           # fork kernels from a server that pre-imported modules
-    inputs: list[str] = field(default_factory=list)   # files and folders as given (students)
-    shard: tuple[int, int] | None = None    # grade only shard K of N (of the students)
-    sandbox: bool = True                # False: never use bubblewrap (the fallback)
-    student_limit: float = STUDENT_LIMIT_S  # wall-clock seconds for all of one student's notebooks
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -68,7 +56,7 @@ def default_solutions() -> Path:
     return repo_root() / "solutions"
 
 
-def parse_args(argv: list[str] | None) -> tuple[list[str], Options]:
+def parse_args(argv: list[str] | None) -> tuple[list[str], Settings]:
     p = argparse.ArgumentParser(prog="dptlearn-grade",
                                 description="Grade exercise notebooks (see docs/grading.md).")
     p.add_argument("submissions", nargs="+", metavar="SUBMISSION",
@@ -113,12 +101,12 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Options]:
     if missing or not subs:
         p.error(f"no such submission file: {', '.join(missing)}" if missing else
                 "no .ipynb files found in the given folders")
-    return subs, Options(solutions, args.report_dir, args.timeout, args.device, args.jobs,
-                         args.warm_kernels, args.submissions, shard, args.sandbox,
-                         args.student_limit)
+    return subs, Settings(solutions, args.report_dir, args.timeout, args.device, args.jobs,
+                          args.warm_kernels, args.submissions, shard, args.sandbox,
+                          args.student_limit)
 
 
-def grade(submissions: list[str], opts: Options, progress=print) -> list[Result]:
+def grade(submissions: list[str], opts: Settings, progress=print) -> list[Result]:
     """Grade ``submissions`` (paths as given), write all reports, return the results."""
     try:
         assignments = read_assignments(opts.solutions)
@@ -140,13 +128,11 @@ def grade(submissions: list[str], opts: Options, progress=print) -> list[Result]
     return results
 
 
-def _grade_into(results: list[Result], assignments: list[Assignment], opts: Options,
+def _grade_into(results: list[Result], assignments: list[Assignment], opts: Settings,
                 progress) -> None:
     import dptlearn
 
-    settings = Settings(opts.timeout, opts.jobs, opts.device, opts.warm_kernels, opts.sandbox,
-                        opts.student_limit)
-    grade_all(results, assignments, settings, Path(dptlearn.__file__).resolve().parent, progress)
+    grade_all(results, assignments, opts, Path(dptlearn.__file__).resolve().parent, progress)
     for r in results:
         write_reports(opts.report_dir, r)
         progress(f"{r.score:>4}/{r.max_score:<4} {r.duration_s:6.1f}s  {r.submission}"

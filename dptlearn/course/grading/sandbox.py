@@ -6,7 +6,8 @@ in a bubblewrap sandbox (``bwrap``, Debian package ``bubblewrap``) that sees:
 * read-only: ``/usr`` (and the ``/bin``, ``/lib*``, ``/sbin`` links into it), ``/etc``, the
   Python installation the venv's interpreter points to, the venv, and the *grading view* of
   dptlearn (``view.py``) at the path where the editable install finds the package;
-* read-only: ``/grade/plugin`` (the grading plugin) and ``/grade/probe/cases`` (the plans);
+* read-only: ``/grade/plugin`` (a copy of ``sandboxed/``: the grading plugin, the warm-kernel
+  server, the launcher, ``confine.py``) and ``/grade/probe/cases`` (the plans);
 * read-write: ``/grade/work`` (the staged notebooks, the JUnit report) and
   ``/grade/probe/results`` (the answers the probes record), both fresh host folders owned by
   the sandbox's user (on a tmpfs of their own where possible), and a private ``/tmp`` (tmpfs,
@@ -47,6 +48,8 @@ FSIZE_BYTES = 256 * 2**20       # the largest file a sandbox may write
 TMP_BYTES = 512 * 2**20         # its private /tmp
 UID_BASE = 200_000              # sandbox k runs as user UID_BASE + k when the grader is root
 PASS_ENV = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "LANG", "LC_ALL")
+SANDBOXED = Path(__file__).with_name("sandboxed")   # the package that runs inside the sandbox
+SANDBOXED_AS = "_dptlearn_grading"      # its name there, in ``Layout.plugin``
 
 
 @dataclass
@@ -56,7 +59,7 @@ class Layout:
     root: Path          # the run's private temporary folder
     view: Path          # the grading view: root/view/<package name>
     package: Path       # where the interpreter finds the real package (the view's mount point)
-    plugin: Path        # holds the _dptlearn_grading package (plugin, warm, launcher, confine)
+    plugin: Path        # holds the copy of the sandboxed package, as SANDBOXED_AS
     cases: Path         # <exercise id>.pt: the plans, one per exercise of the run
 
 
@@ -201,7 +204,7 @@ def command(layout: Layout, box: Box, argv: list[str], cpu_s: int, sandboxed: bo
     clean.update({k: os.environ[k] for k in PASS_ENV if k in os.environ})
     clean.update(env)
     program = [a.format(work=work, probe=probe) for a in argv]
-    confine = [sys.executable, "-I", "-S", str(plugin / "_dptlearn_grading" / "confine.py"),
+    confine = [sys.executable, "-I", "-S", str(plugin / SANDBOXED_AS / "confine.py"),
                str(sandbox_uid(box.index, sandboxed)), str(DATA_BYTES), str(NPROC),
                str(FSIZE_BYTES), str(cpu_s), "--"]
     if not sandboxed:

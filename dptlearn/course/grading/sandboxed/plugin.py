@@ -1,8 +1,8 @@
 """pytest plugin that turns an nbval run into a fair, per-exercise grading run.
 
-Loaded by the grader (``grade.py``) with ``-p _dptlearn_grading.plugin`` next to ``--nbval-lax``,
-from a copy of this folder's plugin, warm and launcher modules; it does nothing unless
-``--dptlearn-grading`` is given. It runs where the notebooks run: inside a student's sandbox.
+Loaded by the grader (``processes.py``) with ``-p _dptlearn_grading.plugin`` next to
+``--nbval-lax``, from the sandbox's copy of this package (``grading/sandboxed/``); it does
+nothing unless ``--dptlearn-grading`` is given. It runs where the notebooks run: inside a student's sandbox.
 Nothing it writes decides a verdict (the grader judges the probes' recorded answers itself);
 its JUnit report only explains a missing answer (a timeout, a dead kernel, an earlier error).
 It relies on nbval 0.11 internals (``IPyNbCell.cell`` / ``.options`` / ``.parent.kernel`` /
@@ -33,7 +33,6 @@ What it changes, cell by cell (see docs/grading.md, "Scoring rules"):
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from queue import Empty
@@ -41,6 +40,7 @@ from queue import Empty
 import pytest
 
 from . import warm
+from .cells import cell_tags, clean_message, exercise_of, points_of
 
 if __name__ == "_dptlearn_grading.plugin":      # the copy a grading run's pytest loads (-p)
     # nbval -> nbformat -> jsonschema imports rfc3987_syntax, which builds ~40 lark grammars
@@ -51,34 +51,10 @@ KILL_GRACE_S = 5.0          # after an interrupt, how long a still-busy kernel m
 POLL_S = 0.2                # how often a waiting cell checks that its kernel is still alive
 OUTPUT_CAP_CHARS = 1_000_000
 START_ATTEMPTS = 3          # kernel start-ups tried before a notebook (or a restart) gives up
-MESSAGE_CHARS = 300
-ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
 class KernelLost(Exception):
     """The kernel process ended (or asked to end) while a cell was running."""
-
-
-def clean_message(text: str, limit: int = MESSAGE_CHARS) -> str:
-    """Strip ANSI codes, fold whitespace to single spaces and cut to ``limit`` characters."""
-    text = " ".join(ANSI_RE.sub("", str(text)).split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def cell_tags(cell) -> list[str]:
-    """The tags of a notebook cell (an empty list when it has none or they are malformed)."""
-    tags = (cell.get("metadata") or {}).get("tags") or []
-    return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
-
-
-def exercise_of(tags: list[str]) -> str | None:
-    """The ``<id>`` of the first ``ex:<id>`` tag, or None."""
-    return next((t[3:] for t in tags if t.startswith("ex:") and len(t) > 3), None)
-
-
-def points_of(tags: list[str]) -> str | None:
-    """The ``<n>`` of the first ``points:<n>`` tag, or None."""
-    return next((t[7:] for t in tags if t.startswith("points:")), None)
 
 
 def _make_guarded_kernel_class():
