@@ -22,7 +22,7 @@ drops the ladder and says so). Rungs 1-2 name the idea and the shapes; a rung be
 *self-study* and may show code, so a graded handout uses ``K <= 2``. Without ``--hints`` every
 rung is kept (the self-study notebooks of ``exercises/``, unchanged by this option).
 
-The tag conventions are specified in docs/grading.md; ``read_assignment`` validates them and
+The tag conventions are specified in docs/authoring.md; ``read_assignment`` validates them and
 is shared with the grader. This module must not import the DPT head (it only reads JSON).
 """
 from __future__ import annotations
@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                              hints=args.hints)
     except SourceError as exc:
         print(f"error: the solution notebooks break the exercise conventions "
-              f"(docs/grading.md):\n{exc}", file=sys.stderr)
+              f"(docs/authoring.md):\n{exc}", file=sys.stderr)
         return 1
     except EditedExercise as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -27,7 +27,7 @@ For each submission the grader
 
 Reports go to ``--report-dir`` (default ``./grading-report``; ``report.py``, ``reportdir.py``).
 The exit status is 0 whenever grading completed, whatever the scores; 2 for usage errors. The
-rules are in docs/grading.md.
+rules are in docs/grading-security.md.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def default_solutions() -> Path:
 
 def parse_args(argv: list[str] | None) -> tuple[list[str], Settings]:
     p = argparse.ArgumentParser(prog="dptlearn-grade",
-                                description="Grade exercise notebooks (see docs/grading.md).")
+                                description="Grade exercise notebooks (see docs/teaching.md).")
     p.add_argument("submissions", nargs="+", metavar="SUBMISSION",
                    help="submitted .ipynb files, or folders searched for them")
     p.add_argument("--report-dir", type=Path, default=Path("grading-report"),

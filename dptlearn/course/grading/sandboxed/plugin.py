@@ -9,7 +9,7 @@ It relies on nbval 0.11 internals (``IPyNbCell.cell`` / ``.options`` / ``.parent
 ``.parent.timed_out`` and the module-level ``nbval.plugin.RunningKernel``), which is why the
 project pins ``nbval==0.11.*``.
 
-What it changes, cell by cell (see docs/grading.md, "Scoring rules"):
+What it changes, cell by cell (see docs/grading-security.md, "Scoring rules"):
 
 * Check cells (tags ``check`` + ``ex:<id>``) may not be excused: ``raises-exception`` and
   ``NBVAL_SKIP`` are ignored for them.
