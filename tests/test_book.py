@@ -96,7 +96,7 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium):
     with sync_playwright() as pw:
         try:
@@ -110,7 +110,7 @@ def browser(chromium):
             b.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def visits(book, site, browser) -> dict[str, dict]:
     """Every HTML page of the book, opened once: what it logged, requested, showed and linked to."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
