@@ -3,7 +3,8 @@ on sys.path, as for _lab_utils.py). Test modules import from here, never from on
 
 - the grader as a subprocess, and its report folder: test_grade.py, test_capstone.py;
 - actionlint and the workflows: test_workflows.py, test_teacher_path.py;
-- seeded weights and a relative error for numerical comparisons of heads.
+- seeded weights and a relative error for numerical comparisons of heads;
+- ``ROOT`` (the checkout) and the one notebook-cell builder, ``code_cell`` / ``markdown_cell``.
 """
 from __future__ import annotations
 
@@ -19,6 +20,22 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
 ACTIONLINT = Path(sys.executable).parent / "actionlint"
+
+
+# ----------------------------------------------------------------------------- notebook cells
+
+def code_cell(source: str, tags: list[str] | None = None, outputs: list[dict] | None = None) -> dict:
+    """An nbformat-4 code cell: ``source`` split into lines as Jupyter stores it, ``tags`` in the
+    metadata only when given, ``execution_count`` 1 when it carries outputs (as if run once)."""
+    return {"cell_type": "code", "execution_count": 1 if outputs else None,
+            "metadata": {"tags": list(tags)} if tags else {}, "outputs": list(outputs or []),
+            "source": source.splitlines(keepends=True)}
+
+
+def markdown_cell(source: str, tags: list[str] | None = None) -> dict:
+    """An nbformat-4 markdown cell, like ``code_cell``."""
+    return {"cell_type": "markdown", "metadata": {"tags": list(tags)} if tags else {},
+            "source": source.splitlines(keepends=True)}
 
 
 # ----------------------------------------------------------------------------- the grader

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
+from _helpers import ROOT as REPO
+
 LAB_SH = REPO / "scripts" / "lab.sh"
 OVERRIDES = REPO / "jupyter" / "overrides.json"
 # The venv's jupyter: the one next to the interpreter running the tests (.venv/bin).

@@ -7,10 +7,7 @@ import pytest
 
 from dptlearn.course.answers import MissingAnswers, load_answers
 
-
-def code(src, tags=None):
-    return {"cell_type": "code", "metadata": {"tags": tags or []}, "source": src, "outputs": [],
-            "execution_count": None}
+from _helpers import ROOT, code_cell as code, markdown_cell
 
 
 def write_nb(folder: Path, name: str, cells, assignment=None) -> Path:
@@ -26,7 +23,7 @@ def test_runs_code_cells_but_not_checks_and_returns_the_learners_names(tmp_path)
         code("def double(x):\n    return SCALE * x", ["ex:double", "solution"]),
         code("raise AssertionError('a check must not run here')", ["ex:double", "check"]),
         code("print('noise')\nHELPER = double(21)"),
-        {"cell_type": "markdown", "metadata": {}, "source": "text"},
+        markdown_cell("text"),
     ], assignment="02_rearrange")
     mine = load_answers("02_rearrange", tmp_path)
     assert mine.double(4) == 8 and mine.HELPER == 42 and mine.failed == []
@@ -93,8 +90,7 @@ def test_two_candidates_are_an_error_not_a_guess(tmp_path):
 
 
 def test_the_shipped_exercises_load_and_their_stubs_raise(tmp_path):
-    root = Path(__file__).resolve().parents[1]
-    mine = load_answers("02_rearrange", root / "exercises")
+    mine = load_answers("02_rearrange", ROOT / "exercises")
     with pytest.raises(NotImplementedError):
         mine.tokens_to_grid(None, 1, 1)
 

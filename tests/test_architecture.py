@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from _helpers import ROOT
+
 PKG = ROOT / "dptlearn"
 MAX_LINES = 600
 HEAD_ALLOWED_THIRD_PARTY = {"torch", "einops"}

@@ -34,14 +34,14 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
-ROOT = Path(__file__).resolve().parent.parent
+from _helpers import ROOT, markdown_cell
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 REPO, BRANCH = "example-org/dptlearn-book-test", "main"
 BUILD_TIMEOUT_S = 300
 IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
-
 
 
 def repo_pages() -> list[str]:
@@ -280,7 +280,7 @@ def build_module():
 
 def notebook(path: Path, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"cells": [{"cell_type": "markdown", "metadata": {}, "source": [f"# {title}\n", "text"]}],
+    path.write_text(json.dumps({"cells": [markdown_cell(f"# {title}\ntext")],
                                 "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
 
 

@@ -27,9 +27,8 @@ from dptlearn.course import probe
 from dptlearn.course.answers import PARTS, MissingAnswers, Parts, load_answers, load_parts
 from dptlearn.course.checks import CHECKS, CheckFailed
 
-from _helpers import run_grader, submission_reports
+from _helpers import ROOT, code_cell, run_grader, submission_reports
 
-ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "solutions"
 CAPSTONE = ("MyDUSt3RHead", "convert_dust3r_state_dict")
 
@@ -124,7 +123,7 @@ def test_a_wrong_part_fails_the_capstone_naming_the_part(broken, good, tmp_path)
     shutil.copytree(SOLUTIONS, folder)
     path = folder / f"{nb_name}.ipynb"
     nb = json.loads(path.read_text(encoding="utf-8"))
-    nb["cells"].append({"cell_type": "code", "metadata": {}, "source": cell, "outputs": [], "execution_count": None})
+    nb["cells"].append(code_cell(cell))
     path.write_text(json.dumps(nb), encoding="utf-8")
     mine = Parts({**good, nb_name: load_answers(nb_name, folder)}, {}, [])    # only the broken one is re-run
     assert mine[part] is not good[nb_name].__getattr__(part)

@@ -19,7 +19,6 @@ import math
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -35,7 +34,7 @@ from dptlearn.course.answers import PARTS, Answers, Parts
 from dptlearn.course.checks import CHECKS, CheckFailed
 from dptlearn.course.grading.checkcells import parse_check_cell
 
-ROOT = Path(__file__).resolve().parents[1]
+from _helpers import ROOT
 
 
 def solution_objects() -> dict:

@@ -11,22 +11,13 @@ import pytest
 from dptlearn.course import exercises
 from dptlearn.course.exercises import BEGIN, END, SourceError
 
+from _helpers import ROOT, code_cell as code, markdown_cell as md
+
 sys.path.insert(0, str(Path(__file__).parent / "grading"))
 import crafted  # noqa: E402
 
 INTRO = ("### Exercise `{id}`\n\n**Difficulty:** ★☆☆ · **Time:** ~5 min · **Points:** {pts}\n\n"
          "<details><summary>Hint 1</summary>\n\nTry.\n</details>")
-
-
-def md(src: str, tags=None) -> dict:
-    return {"cell_type": "markdown", "metadata": {"tags": tags} if tags else {},
-            "source": src.splitlines(keepends=True)}
-
-
-def code(src: str, tags=None, outputs=None) -> dict:
-    return {"cell_type": "code", "execution_count": 7 if outputs else None,
-            "metadata": {"tags": tags} if tags else {}, "outputs": outputs or [],
-            "source": src.splitlines(keepends=True)}
 
 
 def exercise(ex: str, solution: str, pts: int = 2, check: str | None = None) -> list[dict]:
@@ -171,7 +162,7 @@ def test_regenerating_untouched_notebooks_needs_no_force(tmp_path):
 
 
 def test_the_committed_manifest_matches_the_committed_exercises():
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     assert exercises.edited_since_generated(root / "exercises", [p.name for p in (root / "exercises").glob("*.ipynb")]) == []
 
 

@@ -20,7 +20,8 @@ import pytest
 import torch
 from nbval.plugin import get_sanitize_patterns
 
-ROOT = Path(__file__).resolve().parent.parent
+from _helpers import ROOT
+
 TESTS = ROOT / "tests"
 STAMP = ROOT / ".venv" / ".dptlearn-installed"
 

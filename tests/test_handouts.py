@@ -7,7 +7,6 @@ key expressions (on its own card): see tests/_leaks.py for what counts.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,8 @@ from dptlearn.course.exercises import source_of, tags_of
 
 import _leaks
 
-ROOT = Path(__file__).resolve().parents[1]
+from _helpers import ROOT
+
 ASSIGNMENTS = exercises.read_assignments(ROOT / "solutions", ROOT / "notebooks")
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from _helpers import ROOT
+
 RELATIVE = re.compile(r"""["'](\.\./|\.\\|tests/|solutions/|exercises/)""")
 
 

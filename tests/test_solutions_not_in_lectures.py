@@ -16,7 +16,6 @@ from __future__ import annotations
 import ast
 import difflib
 import json
-from pathlib import Path
 
 import pytest
 
@@ -24,7 +23,8 @@ from dptlearn.course import exercises
 
 import _leaks
 
-ROOT = Path(__file__).resolve().parents[1]
+from _helpers import ROOT
+
 NEAR, MIN_TOKENS = 0.8, 20
 GLUE, MIN_CALLS = 0.7, 5
 ASSIGNMENTS = exercises.read_assignments(ROOT / "solutions", ROOT / "notebooks")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dptlearn.course.workspace import WORK_DIR, ensure_workspace
 
-ROOT = Path(__file__).resolve().parents[1]
+from _helpers import ROOT
 
 
 def course(tmp_path: Path, names=("01_a", "02_b")) -> Path:
