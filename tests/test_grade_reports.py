@@ -14,6 +14,7 @@ import io
 import json
 import random
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -270,7 +271,8 @@ def write_run(folder: Path, submissions: list[str], results: list[Result],
 
 
 def folder_files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != MANIFEST}
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.name != MANIFEST and p.is_file()}
 
 
 @pytest.fixture
@@ -334,9 +336,7 @@ def test_merge_errors(shard_folders, tmp_path):
         merge([s1, s2, s3], s2)
 
     twin = tmp_path / "twin"                                # shard 3 graded twice
-    twin.mkdir()
-    for p in s3.iterdir():
-        (twin / p.name).write_bytes(p.read_bytes())
+    shutil.copytree(s3, twin)
     fails([s1, s2, s3, twin], "shard 3/3 is in both")
     edit_manifest(twin, shards=[2])
     fails([s1, twin, s3], "is in both")                     # same submissions in two folders
@@ -424,11 +424,16 @@ def test_a_report_folder_holding_a_users_file_is_refused(tmp_path):
     folder = tmp_path / "report"
     write_run(folder, [r.submission for r in results], results, None)
     (folder / "my notes.txt").write_text("mine")
-    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    before = folder_files(folder)
     with pytest.raises(ReportDirError, match="also holds files no grading run wrote "
                                              r"\(my notes.txt\)"):
         write_run(folder, [], [], None)
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert folder_files(folder) == before
+    (folder / "my notes.txt").unlink()
+    (folder / "feedback" / "grades.xlsx").write_text("mine")       # in the feedback folder too
+    with pytest.raises(ReportDirError, match=r"\(feedback/grades.xlsx\)"):
+        write_run(folder, [], [], None)
+    assert (folder / "feedback" / "grades.xlsx").read_text() == "mine"
 
 
 def test_a_broken_manifest_or_result_is_a_clear_merge_error(shard_folders, tmp_path):

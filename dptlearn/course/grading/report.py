@@ -30,6 +30,7 @@ class ExerciseResult:
     passed: bool
     message: str
     flags: list[str] = field(default_factory=list)   # "reference", "forgery", "identical"
+    code: str = ""                      # the student's code of a failed exercise (feedback.py)
 
 
 @dataclass
@@ -282,7 +283,9 @@ def gradebook_csv(results: list[Result]) -> str:
 
 
 def write_summaries(report_dir: Path, results: list[Result]) -> None:
-    """summary.csv, summary.md and gradebook.csv of ``results``."""
+    """summary.csv, summary.md, gradebook.csv and feedback/ of ``results``."""
     for name, text in (("summary.csv", summary_csv(results)), ("summary.md", summary_md(results)),
                        ("gradebook.csv", gradebook_csv(results))):
         (report_dir / name).write_text(text, encoding="utf-8")
+    from .feedback import write_feedback   # imports this module
+    write_feedback(report_dir, results)

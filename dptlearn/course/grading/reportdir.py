@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..exercises import Assignment
+from .feedback import FOLDER as FEEDBACK
 from .report import Result, write_summaries
 
 MANIFEST = "dptlearn-report.json"
@@ -78,8 +79,19 @@ def read_manifest(folder: Path) -> dict | None:
 
 def written_by_a_run(manifest: dict) -> set[str]:
     """The names of every file a run (or a merge) puts in a report folder."""
-    return ({MANIFEST, *CLASS_FILES}
+    return ({MANIFEST, *CLASS_FILES, FEEDBACK}
             | {f"{n}{ext}" for n in manifest["reports"] for ext in (".json", ".junit.xml")})
+
+
+def _foreign_feedback(final: Path) -> list[str]:
+    """What in ``final/feedback/`` no run wrote (a run writes only ``*.html`` and ``*.md`` files)."""
+    folder = final / FEEDBACK
+    if not folder.exists() and not folder.is_symlink():
+        return []
+    if folder.is_symlink() or not folder.is_dir():
+        return [FEEDBACK]
+    return [f"{FEEDBACK}/{p.name}" for p in sorted(folder.iterdir())
+            if p.is_symlink() or not p.is_file() or p.suffix not in (".html", ".md")]
 
 
 # ----------------------------------------------------------------------------- writing
@@ -99,6 +111,7 @@ def check_target(final: Path) -> None:
             f"(it has no {MANIFEST}); refusing to replace it. Give a new or empty folder, or one "
             f"that dptlearn-grade wrote")
     foreign = sorted(p.name for p in final.iterdir() if p.name not in written_by_a_run(manifest))
+    foreign += _foreign_feedback(final)
     if foreign:
         raise ReportDirError(
             f"--report-dir {final}: the report folder also holds files no grading run wrote "

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..exercises import Exercise
+from .feedback import exercise_code
 from .report import ExerciseResult
 from .sandboxed.cells import clean_message
 from .untrusted import UnreadableResults, load_results
@@ -112,6 +113,8 @@ def score(staged, judge, results: Path, reports: list[dict], why: str | None) ->
         if ex.id in staged.identical:
             verdict.identical_to(staged.identical[ex.id])
         out.append(verdict.exercise_result(ex))
+        if not verdict.passed:              # the feedback shows the student their own code
+            out[-1].code = exercise_code(staged.nb["cells"], ex.id)
     staged.result.exercises = out
     if why:
         staged.result.error = why
