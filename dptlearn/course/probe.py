@@ -24,6 +24,9 @@ Steps (dicts; the key ``what`` is a label for messages):
         -> {"value": {"type", "module", "sequential", "children", "state": {key: shape}}}
     {"op": "load", "slot": name, "state": {key: tensor} | {"$slot": name}}
         ``load_state_dict(state)`` (strict) into the object in ``slot`` -> {"value": "loaded"}
+    {"op": "source"}   the learner's function's source text (``inspect.getsource``, cut to
+        SOURCE_CHARS): find-the-bug checks compare it with the code they handed out
+    {"op": "value"}    the learner's object itself as pure data: predict exercises hand in a dict
 
 A ``call`` (without ``fn``) or ``build`` step with ``"of": [key, ...]`` uses
 ``learner[key][...]`` instead of the learner's object itself: the capstone hands in a dict of
@@ -55,6 +58,7 @@ HEAD_DIR = Path(__file__).resolve().parents[1]           # dptlearn/, next to co
 NOT_HEAD = ("__init__", "device")   # every other top-level module is the head (as the grading view)
 MESSAGE_CHARS = 2000   # recorded exception messages are cut to this length
 MAX_ITEMS = 1000       # containers longer than this are described, not recorded
+SOURCE_CHARS = 20_000  # a recorded source text is cut to this length
 PROBE_DIR_VAR = "DPTLEARN_PROBE_DIR"
 
 
@@ -224,6 +228,11 @@ def _step(student: Any, step: dict, slots: dict, dev: torch.device) -> dict:
     op = step["op"]
     for key in step.get("of", ()):
         student = student[key]
+    if op == "source":
+        import inspect
+        return {"value": inspect.getsource(student)[:SOURCE_CHARS]}
+    if op == "value":
+        return {"value": to_data(student)}
     if op == "build":
         obj = student(*_resolve(step["args"], slots, dev))
         if isinstance(obj, nn.Module):

@@ -18,15 +18,19 @@ sandboxed kernel): see ``harness.py``.
     fusion.py      notebook 04   residual_conv_unit, ResidualConvUnit, crop_to, FusionBlock, fuse_pyramid
     head.py        notebook 05   RegressionHead, head_sequential, depth_activation, conf_activation, postprocess
     dust3r.py      notebook 06   MyDUSt3RHead, convert_dust3r_state_dict (the capstone: the learner's parts)
+    bugs.py        notebook 07   bug_* (find the bug: the fix, and nothing else changed)
+    predict.py     notebook 08   predict_shapes, predict_params (written down before running, graded exactly)
 """
 from __future__ import annotations
 
 from ..answers import PART_NOTEBOOK
+from .bugs import BugAlign, BugCrop, BugExp, BugGrid, BugInplace, BugReadout
 from .dust3r import ConvertDust3rStateDict, MyDUSt3RHeadCheck
 from .fusion import CropTo, FusePyramid, FusionBlockCheck, ResidualConvUnitCheck, ResidualConvUnitFn
 from .grid import GridToTokens, PatchGrid, TokensToGrid
 from .harness import Case, Check, CheckFailed
 from .head import ConfActivation, DepthActivation, HeadSequential, Postprocess, RegressionHeadCheck
+from .predict import PredictParams, PredictShapes
 from .reassemble import ReassembleBranchCheck, ReassembleCheck
 from .tokens import ApplyReadout, HookIndices, ReadoutProjectCheck, SelectHookedTokens
 
@@ -59,7 +63,11 @@ _BEFORE_CAPSTONE: dict[str, Check] = {c.name: c for c in (
 MyDUSt3RHead = MyDUSt3RHeadCheck({name: _BEFORE_CAPSTONE[name] for name in PART_NOTEBOOK})
 convert_dust3r_state_dict = ConvertDust3rStateDict(MyDUSt3RHead.part_checks)
 
+_CHALLENGES: dict[str, Check] = {c.name: c for c in (
+    BugGrid(), BugAlign(), BugCrop(), BugReadout(), BugExp(), BugInplace(), PredictShapes(), PredictParams())}
+globals().update(_CHALLENGES)   # checks.bug_fuse_levels, checks.predict_shapes, ...
+
 CHECKS: dict[str, Check] = {**_BEFORE_CAPSTONE, MyDUSt3RHead.name: MyDUSt3RHead,
-                            convert_dust3r_state_dict.name: convert_dust3r_state_dict}
+                            convert_dust3r_state_dict.name: convert_dust3r_state_dict, **_CHALLENGES}
 
 __all__ = list(CHECKS) + ["CHECKS", "Case", "Check", "CheckFailed"]
