@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent / "grading"))
 import crafted  # noqa: E402
 
 from dptlearn.course import exercises  # noqa: E402
+from dptlearn.course.grading.secret import ENV as SECRET_ENV, Seeds  # noqa: E402
 from _helpers import WORKFLOWS, actionlint, workflow  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,9 +114,13 @@ def make_fork(root: Path) -> Path:
     return fork
 
 
-def env_for(extra_path: Path | None = None) -> dict:
+def env_for(home: Path, extra_path: Path | None = None) -> dict:
+    """The commands' environment: a HOME of their own (the Slurm recipe keeps the class secret
+    there), no class secret of ours, PATH with the stand-ins first."""
     path = os.pathsep.join(([str(extra_path)] if extra_path else []) + [os.environ.get("PATH", "")])
-    return dict(os.environ, PATH=path, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PATH=path, PYTHONPATH=str(ROOT), HOME=str(home))
+    env.pop(SECRET_ENV, None)
+    return env
 
 
 def bash(script: str, fork: Path, env: dict) -> subprocess.CompletedProcess:
@@ -161,7 +166,8 @@ print(jobid if "--parsable" in opts else f"Submitted batch job {{jobid}}")
 
 # ----------------------------------------------------------------------------- CI, stood in for
 
-EXPR = re.compile(r"\$\{\{\s*(inputs|matrix)\.([\w-]+)\s*\}\}")
+EXPR = re.compile(r"\$\{\{\s*(inputs|matrix|secrets)\.([\w-]+)\s*\}\}")
+CI_SECRETS: dict[str, str] = {}     # what `gh secret set NAME` was given (a repository secret)
 
 
 def substitute(text: str, values: dict) -> str:
@@ -204,7 +210,8 @@ def run_grade_workflow(command: str, fork: Path, env: dict) -> None:
     wf = workflow(argv[3])
     inputs = wf["on"]["workflow_dispatch"]["inputs"]
     assert set(fields) <= set(inputs) and {k for k, v in inputs.items() if v.get("required")} <= set(fields)
-    values = {"inputs": {k: int(v) if inputs[k]["type"] == "number" else v for k, v in fields.items()}}
+    values = {"inputs": {k: int(v) if inputs[k]["type"] == "number" else v for k, v in fields.items()},
+              "secrets": CI_SECRETS}
     artifacts = fork.parent / "artifacts"
     artifacts.mkdir()
     plan = run_steps(wf["jobs"]["plan"]["steps"], fork, values, artifacts, env)
@@ -217,6 +224,13 @@ def run_grade_workflow(command: str, fork: Path, env: dict) -> None:
 
 
 def check_ci_line(line: str, fork: Path, env: dict) -> None:
+    m = re.fullmatch(r"(.*) \| gh secret set (\w+)", line)
+    if m:                                              # gh reads the value from its input
+        CI_SECRETS[m.group(2)] = bash(m.group(1), fork, env).stdout.strip()
+        (step,) = [s for s in workflow("grade.yml")["jobs"]["shard"]["steps"]
+                   if "dptlearn-grade" in s.get("run", "")]
+        assert step["env"][m.group(2)] == f"${{{{ secrets.{m.group(2)} }}}}"
+        return
     if line == "bash .ci/run":
         run = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines() if ln and not ln.startswith("#")]
         assert run[-1] == "make test"
@@ -240,7 +254,10 @@ def test_every_teacher_command_runs_on_the_fixture_class(tmp_path):
     fake_bin = tmp_path / "slurm-bin"
     fake_bin.mkdir()
     write_exe(fake_bin / "sbatch", FAKE_SBATCH.format(python=sys.executable))
-    env = env_for()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = env_for(home)
+    CI_SECRETS.clear()
     expected = {k: str(v) for k, v in EXPECTED.items()}
     books, blocks = {}, {}
     for tag, arg, body in teacher_blocks():
@@ -262,7 +279,13 @@ def test_every_teacher_command_runs_on_the_fixture_class(tmp_path):
             syntax = subprocess.run(["bash", "-n", arg], cwd=fork, capture_output=True, text=True)
             assert syntax.returncode == 0, syntax.stderr
         elif tag == "teacher-slurm":
-            bash(body, fork, env_for(fake_bin))
+            out = bash(body, fork, env_for(home, fake_bin))
+            secret = (home / ".dptlearn-grading-secret").read_text().strip()
+            assert len(secret) == 64 and (home / ".dptlearn-grading-secret").stat().st_mode & 0o077 == 0
+            logs = [out.stdout, out.stderr] + [p.read_text() for p in fork.glob("slurm-*.out")]
+            assert not any(secret in text for text in logs)             # never printed
+            assert json.loads((fork / "grading-report" / "dptlearn-report.json").read_text())[
+                "secret"] == Seeds(secret.encode()).fingerprint          # every task had it
             assert len((fork / ".sbatch-jobs").read_text().split()) == 2     # the array, the merge
             books["slurm"] = gradebook(fork / "grading-report")
         else:
@@ -275,6 +298,7 @@ def test_every_teacher_command_runs_on_the_fixture_class(tmp_path):
     first, last = map(int, re.search(r"#SBATCH --array=(\d+)-(\d+)", blocks["teacher-file"]).groups())
     assert manifest["shards"] == list(range(1, last - first + 2)) == list(range(first, last + 1))
     ci = json.loads((fork / "ci-grading-report" / "dptlearn-report.json").read_text())
+    assert ci["secret"] == Seeds(CI_SECRETS[SECRET_ENV].encode()).fingerprint
     n = int(re.search(r"-f shards=(\d+)", blocks["teacher-ci"]).group(1))
     assert ci["shards"] == list(range(1, n + 1)) and n > 1
     assert sorted(p.name for p in (fork / "submissions").rglob("*")) == \

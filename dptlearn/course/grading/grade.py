@@ -43,6 +43,7 @@ from ..exercises import Assignment, SourceError, read_assignments, repo_root
 from .report import Result, write_partial_junit, write_result, write_summaries
 from .reportdir import ReportDirError, fresh_report_dir, merge_main, run_manifest, write_manifest
 from .processes import grade_all
+from .secret import Seeds, SecretError
 from .settings import DEFAULT_TIMEOUT_S, STUDENT_LIMIT_S, Settings
 from .submissions import assign_students, expand_submissions, in_shard, parse_shard, report_names
 
@@ -90,6 +91,10 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Settings]:
         p.error(f"--shard: {exc}")
     if args.jobs < 1:
         p.error(f"--jobs: expected a positive number, got {args.jobs}")
+    try:
+        Seeds.from_environment()            # DPTLEARN_GRADING_SECRET, checked before any run
+    except SecretError as exc:
+        p.error(str(exc))
     for flag, value in (("--timeout", args.timeout), ("--student-limit", args.student_limit)):
         if value <= 0:
             p.error(f"{flag}: expected a positive number of seconds, got {value:g}")

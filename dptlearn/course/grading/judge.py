@@ -1,8 +1,8 @@
 """The judge: the grader chooses the inputs, the sandbox records answers, the grader judges.
 
 For every exercise of the run the grader asks the exercise's ``Check`` for a ``Case`` once, with
-a secret seed (``secrets.randbits``), and writes its plan (pure data) to ``cases/<id>.pt``, which
-the sandboxes see read-only. Each check cell of a submission is replaced by a *probe cell*
+a secret seed (``secret.Seeds``: fresh per run, or derived from ``DPTLEARN_GRADING_SECRET``), and
+writes its plan (pure data) to ``cases/<id>.pt``, which the sandboxes see read-only. Each check cell of a submission is replaced by a *probe cell*
 (``checkcells.probe_cell_source``) that runs the student's object on that plan in the sandboxed
 kernel and writes ``results/<id>.pt`` (``dptlearn.course.probe.record``). After the run the
 grader loads each results file defensively (``untrusted.load_results``) and calls the Check's
@@ -13,7 +13,6 @@ submission's reach.
 from __future__ import annotations
 
 import importlib
-import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from ..exercises import Assignment
 from .checkcells import CheckCellCall, checks_module_of, parse_check_cell
 from .sandboxed.cells import clean_message, source_of
 from .scoring import Verdict
+from .secret import Seeds
 from .untrusted import malformed_steps
 
 
@@ -41,8 +41,10 @@ def load_checks(a: Assignment) -> dict:
 class Judge:
     """The run's cases (one secret seed per exercise) and the Checks that judge the answers."""
 
-    def __init__(self, assignments: list[Assignment], cases_dir: Path):
+    def __init__(self, assignments: list[Assignment], cases_dir: Path, seeds: Seeds | None = None):
         import torch
+
+        self.seeds = seeds or Seeds.from_environment()    # DPTLEARN_GRADING_SECRET, or fresh
 
         self.calls: dict[str, CheckCellCall] = {}   # exercise id -> what its check cell calls
         self.cases: dict[str, Any] = {}             # exercise id -> its Check's Case
@@ -66,7 +68,7 @@ class Judge:
             raise LookupError(f"{a.path.name} calls checks.{call.check}, which "
                               f"{checks_module_of(a.nb['cells'])}.CHECKS lacks")
         self.calls[ex_id], self.checks[ex_id] = call, registry[call.check]
-        self.cases[ex_id] = self.checks[ex_id].case(secrets.randbits(63))
+        self.cases[ex_id] = self.checks[ex_id].case(self.seeds.seed(ex_id))
         path = cases_dir / f"{ex_id}.pt"
         torch.save(self.cases[ex_id].plan, path)
         path.chmod(0o444)

@@ -9,12 +9,10 @@ run over all submissions would have written (see docs/teaching.md, "Shards").
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -22,7 +20,8 @@ from pathlib import Path
 
 from ..exercises import Assignment
 from .feedback import FOLDER as FEEDBACK
-from .report import Result, write_summaries
+from .report import Result, write_result, write_summaries
+from .secret import ENV as SECRET_ENV, Seeds
 
 MANIFEST = "dptlearn-report.json"
 STAGING_MARK = ".dptlearn-staging"      # inside a folder that is still being written
@@ -61,7 +60,8 @@ def run_manifest(assignments: list[Assignment], submissions: list[str], results:
             "solutions": solutions_fingerprint(assignments),
             "assignments": {a.name: a.max_score for a in assignments},
             "inputs": inputs_fingerprint(submissions), "input_count": len(submissions),
-            "reports": sorted(r.name for r in results), "wall_s": [round(wall_s, 1)]}
+            "reports": sorted(r.name for r in results), "wall_s": [round(wall_s, 1)],
+            "secret": Seeds.from_environment().fingerprint}     # None: fresh inputs per run
 
 
 def read_manifest(folder: Path) -> dict | None:
@@ -203,6 +203,10 @@ def _check_compatible(folders: list[Path], manifests: list[dict]) -> None:
         if m["shard_count"] != m0["shard_count"]:
             raise ReportDirError(f"{folder} is a shard of {m['shard_count']} but {first} is a "
                                  f"shard of {m0['shard_count']}")
+        if m.get("secret") != m0.get("secret"):
+            raise ReportDirError(f"{folder} and {first} were graded with different "
+                                 f"{SECRET_ENV} values (or one without it): their secret inputs "
+                                 f"differ; grade every shard with the same secret")
         if m["inputs"] != m0["inputs"]:
             raise ReportDirError(
                 f"{folder} and {first} were graded from different submission lists "
@@ -222,16 +226,19 @@ def _check_compatible(folders: list[Path], manifests: list[dict]) -> None:
                              f"report folder")
 
 
-def merge(folders: list[Path], out: Path) -> list[Result]:
-    """Merge shard report folders into ``out``, as one run over all submissions would write."""
+def merge(folders: list[Path], out: Path, regrades: list[Path] = (), manual: Path | None = None,
+          say=print) -> list[Result]:
+    """Merge shard report folders into ``out``, as one run over all submissions would write;
+    then the later runs in ``regrades`` replace their students' results, and ``manual`` (the
+    teacher's scores of written answers) is filled in (``merging.amend``)."""
     folders = [Path(f) for f in folders]
-    real = [f.resolve() for f in folders]
+    real = [f.resolve() for f in [*folders, *map(Path, regrades)]]
     for i, f in enumerate(real):
         if f in real[:i]:
-            raise ReportDirError(f"{folders[i]} is given twice")
+            raise ReportDirError(f"{[*folders, *regrades][i]} is given twice")
         if out.resolve() == f or f in out.resolve().parents:
-            raise ReportDirError(f"--report-dir {out} would replace the shard folder {folders[i]}"
-                                 f"; write the merge somewhere else")
+            raise ReportDirError(f"--report-dir {out} would replace the shard folder "
+                                 f"{[*folders, *regrades][i]}; write the merge somewhere else")
     read = [read_report_dir(f) for f in folders]
     _check_compatible(folders, [m for m, _ in read])
     seen: dict[str, Path] = {}
@@ -242,35 +249,29 @@ def merge(folders: list[Path], out: Path) -> list[Result]:
                     raise ReportDirError(f"{key} is in both {seen[key]} and {folder}: the shards "
                                          f"overlap")
                 seen[key] = folder
-    results = [r for _, rs in read for r in rs]
     manifests = [m for m, _ in read]
+    manifest = {**manifests[0], "shards": sorted(k for m in manifests for k in m["shards"]),
+                "wall_s": [s for m in manifests for s in m["wall_s"]]}
+    # (result, the folder its files are in, their stem there, whether its JSON is rewritten)
+    entries = [(r, folder, r.name, False) for folder, (_, rs) in zip(folders, read) for r in rs]
+    if regrades or manual is not None:
+        from .merging import amend
+        entries = amend(entries, manifest, [Path(f) for f in regrades], manual, say)
+    results = [r for r, *_ in entries]
     with fresh_report_dir(out) as fresh:
-        for folder, (_, rs) in zip(folders, read):
-            for r in rs:
-                for ext in (".json", ".junit.xml"):
-                    shutil.copyfile(folder / f"{r.name}{ext}", fresh / f"{r.name}{ext}")
+        for r, folder, stem, rewrite in entries:
+            shutil.copyfile(folder / f"{stem}.junit.xml", fresh / f"{r.name}.junit.xml")
+            if rewrite:
+                write_result(fresh, r)
+            else:
+                shutil.copyfile(folder / f"{stem}.json", fresh / f"{r.name}.json")
         write_summaries(fresh, results)
-        write_manifest(fresh, {**manifests[0],
-                               "shards": sorted(k for m in manifests for k in m["shards"]),
-                               "reports": sorted(r.name for r in results),
-                               "wall_s": [s for m in manifests for s in m["wall_s"]]})
+        write_manifest(fresh, {**manifest, "reports": sorted(r.name for r in results)})
     return results
 
 
 def merge_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="dptlearn-grade merge",
-                                description="Merge the report folders of shard runs "
-                                            "(--shard K/N) into one (see docs/teaching.md).")
-    p.add_argument("folders", nargs="+", type=Path, metavar="DIR",
-                   help="report folders written by `dptlearn-grade --shard K/N`")
-    p.add_argument("--report-dir", type=Path, default=Path("grading-report"),
-                   help="where the merged reports go (default: %(default)s)")
-    args = p.parse_args(argv)
-    try:
-        results = merge(args.folders, args.report_dir)
-    except ReportDirError as exc:
-        print(f"dptlearn-grade merge: {exc}", file=sys.stderr)
-        return 2
-    print(f"merged {len(args.folders)} folder(s), {len(results)} submission(s); reports in "
-          f"{args.report_dir}")
-    return 0
+    """``dptlearn-grade merge`` (the command line is in ``merging.py``)."""
+    from .merging import main
+    return main(argv)
+

@@ -1,0 +1,106 @@
+"""``dptlearn-grade merge``: shards joined (``reportdir.merge``), later regrades of some students
+put in their place, and the teacher's scores of written answers filled in.
+
+``merge DIR... [--regrade LATER]... [--manual scores.csv] --report-dir OUT``:
+
+* the folders ``DIR...`` are the shards of one class run (or one whole run's folder);
+* each ``--regrade LATER`` is the report folder of a later run over some students (graded against
+  the same solutions, with the same ``DPTLEARN_GRADING_SECRET``): every result of each of its
+  students replaces every result of that student in the merge (students are matched like the
+  gradebook's rows, ``Result.student_key``), and gets a note that says so; a student the class
+  run did not have is added. What was replaced is printed.
+* ``--manual`` is the teacher's sheet of written answers (``written.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import reportdir
+from .reportdir import ReportDirError, merge, read_report_dir
+from .secret import ENV as SECRET_ENV
+
+
+def _check_regrade(folder: Path, manifest: dict, base: dict) -> None:
+    if manifest["solutions"] != base["solutions"] or manifest["assignments"] != base["assignments"]:
+        raise ReportDirError(f"--regrade {folder} was graded against different solutions than "
+                             f"the class run; regrade with the same solutions")
+    if manifest.get("secret") != base.get("secret"):
+        raise ReportDirError(
+            f"--regrade {folder} was graded with a different {SECRET_ENV} than the class run (or "
+            f"one of them without it), so its students were tested on other secret inputs; "
+            f"regrade with the class's secret")
+    if sorted(manifest["shards"]) != list(range(1, manifest["shard_count"] + 1)):
+        raise ReportDirError(f"--regrade {folder} is one shard of a run; merge its shards first "
+                             f"and give the merged folder")
+
+
+def regrade(entries: list[tuple], manifest: dict, folder: Path, say) -> list[tuple]:
+    """``entries`` (as ``reportdir.merge`` keeps them) with the students of the report folder
+    ``folder`` replaced by its results."""
+    later, results = read_report_dir(folder)
+    _check_regrade(folder, later, manifest)
+    students = {r.student_key for r in results}
+    kept = [e for e in entries if e[0].student_key not in students]
+    gone = {e[0].submission: e[0].name for e in entries if e[0].student_key in students}
+    taken = {e[0].name.casefold() for e in kept}
+    added = []
+    for r in sorted(results, key=lambda r: r.name):
+        stem, name = r.name, gone.get(r.submission, r.name)
+        k = 1
+        while name.casefold() in taken:          # a name the class run gives someone else
+            k += 1
+            name = f"{gone.get(r.submission, stem)}-regrade{'' if k == 2 else k - 1}"
+        taken.add(name.casefold())
+        r.name = name
+        r.notes.append(f"re-graded: this result comes from the later run in {folder} "
+                       f"(merge --regrade), which replaces this student's earlier results")
+        added.append((r, folder, stem, True))
+    replaced = len(entries) - len(kept)
+    who = sorted({r.student or "?" for r in results})
+    say(f"--regrade {folder}: {len(results)} submission(s) of {len(students)} student(s) "
+        f"({', '.join(who[:10])}{', …' if len(who) > 10 else ''}) replace {replaced} earlier "
+        f"one(s); every other row is the class run's")
+    manifest.setdefault("regrades", []).append(
+        {"inputs": later["inputs"], "input_count": later["input_count"],
+         "reports": sorted(r.name for r, *_ in added)})
+    return kept + added
+
+
+def amend(entries: list[tuple], manifest: dict, regrades: list[Path], manual: Path | None,
+          say) -> list[tuple]:
+    """Regrades in order, then the manual scores (``written.apply_scores``)."""
+    for folder in regrades:
+        entries = regrade(entries, manifest, folder, say)
+    if manual is not None:
+        from .written import apply_scores
+        entries = apply_scores(entries, manual, say)
+    return entries
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="dptlearn-grade merge",
+                                description="Merge the report folders of shard runs "
+                                            "(--shard K/N) into one; put regrades and the "
+                                            "teacher's scores in (see docs/teaching.md).")
+    p.add_argument("folders", nargs="+", type=Path, metavar="DIR",
+                   help="report folders written by `dptlearn-grade --shard K/N` (or one run's)")
+    p.add_argument("--regrade", type=Path, action="append", default=[], metavar="LATER",
+                   help="the report folder of a later run over some students: their results "
+                        "replace the earlier ones (repeatable; in order)")
+    p.add_argument("--manual", type=Path, default=None, metavar="SCORES.csv",
+                   help="the teacher's points for the written answers (written-answers.csv, "
+                        "filled in)")
+    p.add_argument("--report-dir", type=Path, default=Path("grading-report"),
+                   help="where the merged reports go (default: %(default)s)")
+    args = p.parse_args(argv)
+    try:
+        results = merge(args.folders, args.report_dir, args.regrade, args.manual)
+    except ReportDirError as exc:
+        print(f"dptlearn-grade merge: {exc}", file=sys.stderr)
+        return 2
+    print(f"merged {len(args.folders)} folder(s), {len(results)} submission(s); reports in "
+          f"{args.report_dir}")
+    status = getattr(reportdir, "refused_status", None)     # 3 when shards refused submissions
+    return status(results) if status else 0
