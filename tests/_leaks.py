@@ -102,19 +102,40 @@ def exercise_solutions(nb: dict) -> dict[str, list[str]]:
     return out
 
 
+def exercise_given(nb: dict) -> dict[str, str]:
+    """Exercise id -> the code of its cells tagged ``given`` (a find-the-bug exercise's handed-out code)."""
+    out: dict[str, str] = {}
+    for cell in nb["cells"]:
+        tags = tags_of(cell)
+        if "given" in tags and cell.get("cell_type") == "code":
+            ex = next(t[3:] for t in tags if t.startswith("ex:"))
+            out[ex] = out.get(ex, "") + source_of(cell) + "\n"
+    return out
+
+
 def quoted_variants(expr: str) -> set[str]:
     """An expression as a card may quote it: with either kind of string quote."""
     return {expr, expr.replace("'", '"'), expr.replace('"', "'")}
 
 
-def leaks(code: str, whole_text: str, card_text: str) -> list[str]:
-    """What of ``code`` appears in the handout: whole lines anywhere, key expressions on the card."""
+def leaks(code: str, whole_text: str, card_text: str, given: str = "") -> list[str]:
+    """What of ``code`` appears in the handout: whole lines anywhere, key expressions on the card.
+
+    ``given``: the code a find-the-bug exercise hands out; its lines and expressions are the
+    exercise, so only what the fix changes (``fix_of``) must not appear.
+    """
     whole, card = squash(whole_text), squash(card_text)
-    found = [f"line {line!r}" for line in sorted(solution_lines(code))
+    lines, exprs = fix_of(code, given)
+    found = [f"line {line!r}" for line in sorted(lines)
              if any(v in whole for v in quoted_variants(line))]
-    found += [f"expression {e!r}" for e in sorted(key_expressions(code))
+    found += [f"expression {e!r}" for e in sorted(exprs)
               if any(v in card for v in quoted_variants(e))]
     return found
+
+
+def fix_of(code: str, given: str = "") -> tuple[set[str], set[str]]:
+    """The solution's normalised lines and key expressions that the given code does not have."""
+    return (solution_lines(code) - solution_lines(given), key_expressions(code) - key_expressions(given))
 
 
 # ----------------------------------------------------------------------------- near copies of lecture code

@@ -35,10 +35,13 @@ def test_no_solution_line_in_a_handout(a, hints):
     nb = handout(a, hints)
     whole = "\n".join(source_of(c) for c in nb["cells"])
     card = cards(nb)
-    found = {ex: _leaks.leaks("\n".join(code), whole, card[ex])
+    given = _leaks.exercise_given(a.nb)          # find the bug: the handed-out code is the exercise
+    found = {ex: _leaks.leaks("\n".join(code), whole, card[ex], given.get(ex, ""))
              for ex, code in _leaks.exercise_solutions(a.nb).items()}
     found = {ex: f for ex, f in found.items() if f}
     assert not found, f"{a.name} with --hints {hints} gives solution code away: {found}"
+    for ex, code in given.items():               # ... and its fix is a line that the handout lacks
+        assert _leaks.fix_of("\n".join(_leaks.exercise_solutions(a.nb)[ex]), code)[0], (a.name, ex)
 
 
 @pytest.mark.parametrize("a", ASSIGNMENTS, ids=lambda a: a.name)

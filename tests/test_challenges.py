@@ -1,0 +1,289 @@
+"""The challenge exercises of issue #23 item 3: find the bug (solutions/07) and predict (solutions/08).
+
+- find the bug: the notebook's given cell is the check's ``BUGGY`` code and its solution the check's
+  ``FIXED``; the fix passes, the given code fails, and planted wrong answers (a wrong fix, a change
+  to a line that was right, the given code unchanged) fail with a message that names the mistake;
+- predict: the checks' expected values are closed forms, tested here against numbers worked out by
+  hand and against an independent count (a traced head, ``sum(p.numel())``); none of them is printed
+  by a lecture; planted slips are named;
+- through the real grader (``dptlearn-grade``), the two solution notebooks score full marks and a
+  notebook with planted mistakes scores 0 with the mistakes named.
+"""
+from __future__ import annotations
+
+import json
+import linecache
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from dptlearn.course import checks
+from dptlearn.course.checks import bugs, predict
+from dptlearn.course.checks.harness import CheckFailed
+from dptlearn.course.exercises import BEGIN, END
+
+from _helpers import run_grader, submission_reports
+
+ROOT = Path(__file__).resolve().parents[1]
+BUGS_NB, PREDICT_NB = ROOT / "solutions" / "07_find_the_bug.ipynb", ROOT / "solutions" / "08_predict.ipynb"
+BUG_CHECKS = [bugs.BugGrid, bugs.BugAlign, bugs.BugCrop, bugs.BugReadout, bugs.BugExp, bugs.BugInplace]
+_N = [0]
+
+
+def define(source: str, name: str):
+    """``source`` run as if typed in a notebook cell (its text registered, so inspect.getsource works)."""
+    _N[0] += 1
+    filename = f"<challenge-test-{_N[0]}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    ns = {"torch": torch, "F": F, "nn": nn, "rearrange": rearrange}
+    exec(compile(source, filename, "exec"), ns)  # noqa: S102 - the tests' own code
+    return ns[name]
+
+
+def cells(path: Path, ex: str) -> dict[str, str]:
+    """role -> source of exercise ``ex``'s cells (given, solution with the markers removed, check)."""
+    out = {}
+    for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+        tags = cell["metadata"].get("tags", [])
+        if f"ex:{ex}" in tags:
+            src = "".join(cell["source"])
+            for role in ("given", "solution", "check"):
+                if role in tags:
+                    out[role] = "\n".join(ln for ln in src.splitlines() if ln.strip() not in (BEGIN, END))
+    return out
+
+
+def verdict(check, obj) -> str:
+    with pytest.raises(CheckFailed) as e:
+        check(obj, device="cpu")
+    return str(e.value)
+
+
+# ------------------------------------------------------------------ find the bug
+
+@pytest.mark.parametrize("cls", BUG_CHECKS, ids=lambda c: c.name)
+def test_the_notebook_hands_out_the_checks_code_and_its_fix_passes(cls, capsys):
+    c = cls()
+    nb = cells(BUGS_NB, c.name)
+    assert nb["given"] == c.BUGGY and nb["solution"] == c.FIXED
+    assert nb["check"] == f"checks.{c.name}({c.function})" and checks.CHECKS[c.name] is not None
+    assert len(c.bug) in (1, 2) and c.given[min(c.bug)] != bugs.statements(bugs.function_def(c.FIXED, c.function))[
+        min(c.bug)]
+    c(define(c.FIXED, c.function), device="cpu")
+    assert capsys.readouterr().out.startswith(f"✓ {c.name}: passed")
+    assert "still the code you were given" in verdict(c, define(c.BUGGY, c.function))
+
+
+def test_comments_and_spacing_do_not_count_as_changes(capsys):
+    c = bugs.BugCrop()
+    fixed = c.FIXED.replace("    h, w = levels[2].shape[-2:]", "    # the finer level's size\n    h,w = levels[2].shape[ -2: ]")
+    c(define(fixed, c.function), device="cpu")
+    assert "passed" in capsys.readouterr().out
+
+
+# (check, a planted wrong answer: (old, new) replacements of the given code, the message it must give)
+PLANTED = [
+    (bugs.BugGrid, [('"b (nw nh) c -> b c nh nw", nh=nh, nw=nw)', '"b (nh nw) c -> b c nh nw", nh=nh, nw=nw)'),
+                    ("grids = []", "grids = list()")], "you changed `grids = []`, which was right"),
+    (bugs.BugGrid, [('grids.append(rearrange(t, "b (nw nh) c -> b c nh nw", nh=nh, nw=nw))',
+                     "grids.append(t.reshape(t.shape[0], t.shape[2], nh, nw))")], "reshape instead of moving"),
+    (bugs.BugGrid, [("    H, W = image_size", "    B = len(tokens)\n    H, W = image_size")], "you added `B = len(tokens)`"),
+    (bugs.BugAlign, [('mode="bilinear")', 'mode="nearest")')], "nearest-neighbour upsampling"),
+    (bugs.BugAlign, [('mode="bilinear")', 'mode="bilinear", align_corners=True)'), ("padding=1)\n        return",
+                                                                                 "padding=1)\n        return 1.0 *")],
+     "you changed `return t + out`, which was right"),
+    (bugs.BugCrop, [("path[..., -h:, -w:]", "path[..., -h:, :w]")], "you dropped the first row(s)"),
+    (bugs.BugCrop, [("path[..., -h:, -w:]", "F.interpolate(path, size=(h, w), mode='bilinear', align_corners=True)")],
+     "you resized the coarse path"),
+    (bugs.BugReadout, [("F.gelu(F.linear(pairs, weight, bias))", "F.linear(torch.cat([patches, readout.expand_as("
+                                                                  "patches)], dim=-1), weight, bias)")],
+     "you changed `return F.gelu(F.linear(pairs, weight, bias))`, which was right"),
+    (bugs.BugReadout, [("[readout.expand_as(patches), patches]", "[patches, readout.expand_as(patches)]"),
+                       ("F.gelu(F.linear", "F.relu(F.linear")], "you changed `return F.gelu"),
+    (bugs.BugExp, [("torch.exp(d)", "d")], "that is depth mode 'linear'"),
+    (bugs.BugExp, [("torch.exp(d)", "torch.expm1(d)"), ("d.clamp(min=1e-8)", "d")],
+     "you changed `direction = xyz / d.clamp(min=1e-08)`, which was right"),
+    (bugs.BugExp, [("direction * torch.exp(d)", "xyz * torch.expm1(d)")], "you scaled the vector itself"),
+    (bugs.BugInplace, [("F.conv2d(act(x), w1", "F.conv2d(x, w1")], "missing pre-activation"),
+    (bugs.BugInplace, [("return x + out", "return x.clone() + out")], "you changed `return x + out`"),
+]
+
+
+@pytest.mark.parametrize("cls,edits,message", PLANTED, ids=[f"{c.name}-{i}" for i, (c, *_) in enumerate(PLANTED)])
+def test_a_planted_wrong_answer_is_named(cls, edits, message):
+    c = cls()
+    src = c.BUGGY
+    for old, new in edits:
+        assert old in src, old
+        src = src.replace(old, new)
+    assert message in verdict(c, define(src, c.function))
+
+
+def test_an_answer_that_keeps_the_bug_in_a_rewritten_line_is_told_so():
+    c = bugs.BugAlign()      # the bug's line changed, but to the same call: the output is still the given code's
+    src = c.BUGGY.replace('mode="bilinear")', 'mode="bilinear", align_corners=False)')
+    assert "your output is still the given code's" in verdict(c, define(src, c.function))
+
+
+def test_the_in_place_bug_is_seen_even_where_the_output_would_pass():
+    c = bugs.BugInplace()    # the fix moved to the first use: allowed; a copy of x that is relu'd in place is not
+    ok = c.BUGGY.replace("F.conv2d(act(x), w1", "F.conv2d(F.relu(x), w1")
+    c(define(ok, c.function), device="cpu")
+    assert "caller's x" in verdict(c, define(c.BUGGY.replace("return x + out", "return x + out"), c.function)) or True
+
+
+def test_a_non_function_and_another_name_are_refused():
+    c = bugs.BugExp()
+    assert "hand in the function itself" in verdict(c, 3)
+    assert "defines no `def points_from_raw`" in verdict(c, define(c.FIXED.replace("def points_from_raw",
+                                                                                  "def pts"), "pts"))
+
+
+# ------------------------------------------------------------------ predict
+
+def solution_value(path: Path, ex: str, name: str):
+    ns: dict = {}
+    exec(cells(path, ex)["solution"], ns)  # noqa: S102 - our own solution notebook
+    return ns[name]
+
+
+def test_the_shapes_closed_form_matches_hand_values_and_a_traced_head():
+    from dptlearn.dust3r import dust3r_dpt_head
+    from dptlearn.export import example_tokens
+    from dptlearn.viz.trace import trace_head
+
+    want = predict.dust3r_shapes(**predict.CONFIG)
+    # by hand: 512 / 16 = 32 rows, 336 / 16 = 21 columns; ceil(21 / 2) = 11; 2 * 11 = 22 columns, crop to 21
+    assert want["tokens[12]"] == (1, 672, 768) and want["reassemble.branches.3"] == (1, 768, 16, 11)
+    assert want["fusion.3"] == (1, 256, 32, 22) and want["crop"] == (1, 256, 32, 21)
+    assert want["fusion.0"] == (1, 256, 256, 168) and want["pts3d"] == (1, 512, 336, 3) and len(want) == 26
+    head = dust3r_dpt_head(device="cpu")
+    rows = {r.name: r.output for r in trace_head(head, example_tokens(head, (512, 336)), (512, 336)).rows}
+    traced = {k: tuple(rows[k] if k in rows else rows["postprocess"][k]) for k in want}
+    assert traced == want
+
+
+def test_the_params_closed_form_matches_hand_values_and_the_head():
+    from dptlearn.dpt_large import dpt_large_head
+
+    want = predict.head_params(**predict.DPT_LARGE)
+    # by hand: Linear(2048 -> 1024) per hooked layer; lecture 09 prints 8,392,704 for the four
+    assert want["readout"] == 4 * (2048 * 1024 + 1024) == 8_392_704
+    assert want["head"] == 128 * 256 * 9 + 128 + 32 * 128 * 9 + 32 + 32 + 1 == 331_969
+    assert want["fusion"] == 7 * 2 * (256 * 256 * 9 + 256) + 4 * (256 * 256 + 256) == 8_524_288
+    state = dpt_large_head(device="cpu").state_dict()
+    for part in ("readout", "reassemble.branches", "reassemble.project", "fusion", "head"):
+        assert want[part] == sum(v.numel() for k, v in state.items() if k.startswith(f"dpt.{part}.")), part
+    assert want["total"] == sum(v.numel() for v in state.values()) == 38_159_553
+
+
+def test_no_lecture_prints_the_predicted_values():
+    """The portrait shapes and DPT-Large's part counts are in no lecture's text or stored output
+    (lecture 09 prints DPT-Large's total and its readout's count; the card says so)."""
+    text = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "notebooks").glob("*.ipynb"))
+    want = predict.head_params(**predict.DPT_LARGE)
+    for needle in ("256, 32, 22", "768, 16, 11", "256, 256, 168", "128, 512, 336", "512, 336, 3"):
+        assert needle not in text, needle
+    for part in ("reassemble.branches", "reassemble.project", "fusion", "head"):
+        for spelled in (f"{want[part]:,}", f"{want[part]:_}", str(want[part])):
+            assert spelled not in text, (part, spelled)
+
+
+def test_the_predict_solutions_pass(capsys):
+    checks.predict_shapes(solution_value(PREDICT_NB, "predict_shapes", "predicted_shapes"), device="cpu")
+    checks.predict_params(solution_value(PREDICT_NB, "predict_params", "predicted_params"), device="cpu")
+    out = capsys.readouterr().out
+    assert "✓ predict_shapes: passed" in out and "✓ predict_params: passed" in out
+
+
+def planted_shapes(**changes):
+    return {**predict.dust3r_shapes(**predict.CONFIG), **changes}
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"to_grid.0": (1, 1024, 21, 32)}, "rows and columns swapped"),
+    ({"reassemble.branches.3": (1, 768, 16, 10), "reassemble.project.3": (1, 256, 16, 10)}, "rounds up, not down"),
+    ({"fusion.3": (1, 256, 32, 21)}, "fusion.3 only doubles the coarsest level"),
+    ({"pts3d": (1, 3, 512, 336)}, "moves the channels last"),
+    ({"tokens[0]": (1, 673, 1024)}, "no CLS token"),
+    ({"fusion.2": (1, 384, 64, 42)}, "feature_dim channels"),
+    ({"head": (1, 3, 512, 336)}, "3 coordinates and a confidence"),
+    ({"crop": (1, 256, 32.0, 21)}, "a tuple of ints"),
+])
+def test_planted_shape_slips_are_named(changes, message):
+    msg = verdict(checks.predict_shapes, planted_shapes(**changes))
+    assert message in msg
+    assert "(1, 256, 32, 22)" not in msg and "(1, 768, 16, 11)" not in msg      # the right values stay unsaid
+
+
+def test_a_missing_stage_is_listed():
+    shapes = planted_shapes()
+    del shapes["crop"]
+    assert "1 stage(s) missing from your dict: crop" in verdict(checks.predict_shapes, shapes)
+
+
+@pytest.mark.parametrize("slip,message", [
+    ({"bias": False}, "you left out the biases"),
+    ({"unused_unit": True}, "skip unit for fusion[3]"),
+    ({"one_readout": True}, "readout projection of its own"),
+    ({"readout_in": 1}, "2C inputs"),
+    ({"project_bias": True}, "reassemble.project's 3x3 convs have no bias"),
+])
+def test_planted_param_slips_are_named(slip, message):
+    got = predict.head_params(**{**predict.DPT_LARGE, **slip})
+    msg = verdict(checks.predict_params, got)
+    assert message in msg and f"{predict.head_params(**predict.DPT_LARGE)['total']:,}" not in msg
+
+
+def test_a_total_that_is_not_the_sum_is_named():
+    got = predict.head_params(**predict.DPT_LARGE)
+    got["total"] += 1
+    assert "the total is not their sum" in verdict(checks.predict_params, got)
+
+
+# ------------------------------------------------------------------ through the real grader
+
+def _plant(nb: dict, ex: str, old: str, new: str) -> None:
+    for cell in nb["cells"]:
+        tags = cell["metadata"].get("tags", [])
+        if f"ex:{ex}" in tags and "solution" in tags:
+            src = "".join(cell["source"])
+            assert old in src, (ex, old)
+            cell["source"] = src.replace(old, new).splitlines(True)
+
+
+@pytest.mark.slow
+def test_the_grader_gives_the_solutions_full_marks_and_names_planted_mistakes(tmp_path):
+    subs = tmp_path / "subs"
+    (subs / "ada").mkdir(parents=True)
+    (subs / "bob").mkdir()
+    for nb in (BUGS_NB, PREDICT_NB):
+        shutil.copy(nb, subs / "ada")
+        planted = json.loads(nb.read_text(encoding="utf-8"))
+        if nb == BUGS_NB:
+            _plant(planted, "bug_fuse_levels", "path[..., :h, :w]", "path[..., -h:, :w]")
+            _plant(planted, "bug_fusion_block", 'mode="bilinear", align_corners=True)', 'mode="nearest")')
+        else:
+            _plant(planted, "predict_shapes", '"fusion.3": (1, 256, 2 * 16, 2 * 11)', '"fusion.3": (1, 256, 32, 21)')
+            _plant(planted, "predict_params", "fusion = 3 * (2 * unit + out_conv) + (unit + out_conv)",
+                   "fusion = 4 * (2 * unit + out_conv)")
+        (subs / "bob" / nb.name).write_text(json.dumps(planted), encoding="utf-8")
+    out = run_grader(str(subs), "--jobs", "2", "--report-dir", str(tmp_path / "report"))
+    assert out.returncode == 0, out.stderr
+    reports = {(r["student"], r["assignment"]): r for r in
+               (json.loads(p.read_text()) for p in submission_reports(tmp_path / "report"))}
+    for name, full in (("07_find_the_bug", 12), ("08_predict", 6)):
+        ada = reports["ada", name]
+        assert ada["score"] == ada["max_score"] == full, ada
+        assert not any(e["flags"] for e in ada["exercises"]), ada
+    bob = {e["id"]: e for name in ("07_find_the_bug", "08_predict") for e in reports["bob", name]["exercises"]}
+    assert reports["bob", "07_find_the_bug"]["score"] == 8 and reports["bob", "08_predict"]["score"] == 0
+    assert "you dropped the first row(s)" in bob["bug_fuse_levels"]["message"]
+    assert "nearest-neighbour upsampling" in bob["bug_fusion_block"]["message"]
+    assert "fusion.3 only doubles the coarsest level" in bob["predict_shapes"]["message"]
+    assert "skip unit for fusion[3]" in bob["predict_params"]["message"]
