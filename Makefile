@@ -110,6 +110,12 @@ export: install
 train-bench: install
 	$(BIN)/python scripts/train_bench.py
 
+# DUSt3R's linear head against a DPT head on the shipped encoder's frozen tokens (docs/training.md); the last
+# line is {"dpt_absrel", "linear_absrel", "dpt_edge_absrel", "linear_edge_absrel", "seconds"}.
+.PHONY: probe-bench
+probe-bench: install
+	$(BIN)/python scripts/probe_bench.py
+
 # The shipped checkpoint dptlearn/train/weights/tiny_dust3r.pt (+ .sha256): seeded, 2 threads (see docs/training.md).
 # Stage 1 (16-pixel patches from random weights, ~45 min) writes artifacts/pretrain/stage1.pt once; stage 2
 # (8-pixel patches fine-tuned from it, ~60 min) writes the shipped file. PRETRAIN_ARGS passes options to stage 2,

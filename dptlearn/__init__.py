@@ -15,6 +15,7 @@ names every module and sub-package:
       dpt.py             the assembled head, DPTHead
       dust3r.py          DUSt3R's factory and checkpoint loader (every compatibility quirk)
       depth_head.py      DepthHead: a DPT head read as one depth map (DPT-Large, Depth Anything)
+      linear_head.py     LinearHead: DUSt3R's linear head, one Linear per token painting its patch
       dpt_large.py       DPT-Large's head
       depth_anything.py  Depth Anything V2's heads
       hf.py              a head holding the weights of a transformers depth model
