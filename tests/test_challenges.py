@@ -194,6 +194,11 @@ def test_no_lecture_prints_the_predicted_values():
             assert spelled not in text, (part, spelled)
 
 
+def test_the_predict_plans_are_one_value_step_under_every_seed():
+    for check in (checks.predict_shapes, checks.predict_params):
+        assert check.case(0).plan == check.case(12345).plan == [{"op": "value", "what": check.case(0).plan[0]["what"]}]
+
+
 def test_the_predict_solutions_pass(capsys):
     checks.predict_shapes(solution_value(PREDICT_NB, "predict_shapes", "predicted_shapes"), device="cpu")
     checks.predict_params(solution_value(PREDICT_NB, "predict_params", "predicted_params"), device="cpu")

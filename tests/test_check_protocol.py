@@ -15,6 +15,7 @@ import ast
 import importlib.util
 import io
 import json
+import linecache
 import math
 import re
 import subprocess
@@ -50,8 +51,11 @@ def solution_objects() -> dict:
         checked = []
         for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
             tags = cell.get("metadata", {}).get("tags", [])
-            if "solution" in tags:
-                exec("".join(cell["source"]), ns)  # noqa: S102 - our own solution notebooks
+            if "solution" in tags:   # registered like a notebook cell: find-the-bug checks read the source
+                name = f"<{path.stem} cell {len(linecache.cache)}>"
+                src = "".join(cell["source"])
+                linecache.cache[name] = (len(src), None, src.splitlines(True), name)
+                exec(compile(src, name, "exec"), ns)  # noqa: S102 - our own solution notebooks
             if "check" in tags:
                 checked.append(parse_check_cell("".join(cell["source"])))
         found.update({c.check: eval(c.answer, ns) for c in checked})  # noqa: S307 - our own check cells
@@ -78,7 +82,7 @@ def run(name: str, student, seed: int = 0):
 
 
 def test_solutions_cover_every_check():
-    assert set(SOLUTIONS) == set(CHECKS) and len(CHECKS) == 21
+    assert set(SOLUTIONS) == set(CHECKS) and len(CHECKS) == 29     # 21 + 8 challenges (07, 08)
 
 
 @pytest.mark.parametrize("seed", [0, 987654321])
@@ -123,7 +127,12 @@ def _flat(obj) -> list:
     return [obj]
 
 
-@pytest.mark.parametrize("name", sorted(CHECKS))
+# the predict challenges (08) have no inputs: their answer is a fact of DUSt3R's or DPT-Large's head, the same
+# under every seed (tests/test_challenges.py: their plan is one "value" step)
+SEEDED = sorted(set(CHECKS) - {"predict_shapes", "predict_params"})
+
+
+@pytest.mark.parametrize("name", SEEDED)
 def test_a_different_seed_gives_different_inputs_and_the_same_seed_the_same(name):
     check = CHECKS[name]
     assert _flat(check.case(0).plan) == _flat(check.case(0).plan)
@@ -162,7 +171,7 @@ def _map_tensors(obj, fn):
     return obj
 
 
-@pytest.mark.parametrize("name", sorted(CHECKS))
+@pytest.mark.parametrize("name", SEEDED)
 def test_answers_recorded_for_another_seed_fail(name):
     check = CHECKS[name]
     _, _, other = run(name, SOLUTIONS[name], seed=1)
