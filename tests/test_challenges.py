@@ -130,11 +130,27 @@ def test_an_answer_that_keeps_the_bug_in_a_rewritten_line_is_told_so():
     assert "your output is still the given code's" in verdict(c, define(src, c.function))
 
 
-def test_the_in_place_bug_is_seen_even_where_the_output_would_pass():
-    c = bugs.BugInplace()    # the fix moved to the first use: allowed; a copy of x that is relu'd in place is not
-    ok = c.BUGGY.replace("F.conv2d(act(x), w1", "F.conv2d(F.relu(x), w1")
-    c(define(ok, c.function), device="cpu")
-    assert "caller's x" in verdict(c, define(c.BUGGY.replace("return x + out", "return x + out"), c.function)) or True
+def test_the_in_place_fix_may_sit_at_the_first_use_and_a_changed_input_is_named(capsys):
+    from dptlearn.course import probe
+
+    c = bugs.BugInplace()    # the fix moved to the ReLU's first use on x: allowed (statement 2 is in ``also``)
+    ok = define(c.BUGGY.replace("F.conv2d(act(x), w1", "F.conv2d(F.relu(x), w1"), c.function)
+    c(ok, device="cpu")
+    assert "passed" in capsys.readouterr().out
+    case = c.case(0)
+    results = probe.execute(ok, case.plan, "cpu")
+    results[1]["mutated"] = [0]                   # right values, but x overwritten in place
+    with pytest.raises(CheckFailed, match="still changes its input x in place"):
+        c.judge(case, results)
+
+
+def test_a_fix_that_calls_dptlearns_reference_is_flagged():
+    c = bugs.BugExp()
+    src = c.BUGGY.replace("return direction * torch.exp(d)",
+                          "import dptlearn.postprocess\n    return dptlearn.postprocess.depth_activation(xyz, ('exp',))")
+    with pytest.raises(CheckFailed) as e:
+        c(define(src, c.function), device="cpu")
+    assert "reference" in e.value.flags and "uses dptlearn.postprocess.depth_activation" in str(e.value)
 
 
 def test_a_non_function_and_another_name_are_refused():
