@@ -181,7 +181,7 @@ def test_class_summary(class_run):
     assert row["factor:message"].startswith("check_resample_factor: wrong resampling factor")
     md = (report / "summary.md").read_text(encoding="utf-8")
     assert "| submission | assignment | score | `add` | `grid` | `factor` |" in md
-    assert "✗ 0/3: check_resample_factor: wrong resampling factor" in md
+    assert "✗ 0/3: `check_resample_factor: wrong resampling factor" in md   # a code span: inert
     assert "\x1b" not in md and "\x1b" not in (report / "summary.csv").read_text()
 
 

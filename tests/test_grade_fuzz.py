@@ -75,7 +75,6 @@ def test_results_loader_on_mutated_probe_files(edits):
     loads_or_refuses(bytes(data))
 
 
-@pytest.mark.xfail(strict=True, reason="#21 red list: the pipeline does not use safetext/files yet")
 def test_results_loader_on_the_zip_version_bomb():
     loads_or_refuses((Path(__file__).parent / "grading" / "bombs" / "zip_version.pt").read_bytes())
 
@@ -106,7 +105,6 @@ class _Tags(HTMLParser):
         self.tags.add(tag)
 
 
-@pytest.mark.xfail(strict=True, reason="#21 red list: the pipeline does not use safetext/files yet")
 @FUZZ
 @given(results())
 def test_every_writer_writes_what_its_reader_parses(rs):

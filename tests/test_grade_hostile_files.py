@@ -7,7 +7,10 @@ Two command-line runs of ``dptlearn-grade``, each with honest classmates who mus
   surrogate in an exception message, escaped lone surrogates in notebook JSON, folder and file names
   that are not UTF-8, symlinks to the teacher's solution and to a classmate's notebook, a dangling
   symlink, a FIFO and a folder named ``*.ipynb``, Markdown, bidi and zero-width characters in a
-  message, control characters in a message;
+  message, control characters in a message; and what playing the hostile student found next:
+  JSON nested 50 000 deep, 100 000 cells, a 21 MiB sparse file, a cell source of numbers, an
+  assignment name that is a JSON object, a hard link to a file outside the class, a symlink to a
+  classmate's folder, a right-to-left override in a file name;
 * the course: answers of 03, 04 and 05 that delegate to transformers' DPT and Depth Anything modules.
 
 Each case asserts exact points, the message, the run's exit status (3: graded, with N submissions
@@ -21,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import sys
 import xml.etree.ElementTree as ET
@@ -39,16 +43,20 @@ ROOT = Path(__file__).resolve().parent.parent
 PROBLEM = sandbox.bwrap_problem()
 pytestmark = pytest.mark.skipif(PROBLEM is not None, reason=f"no sandbox: {PROBLEM}")
 REFUSED_EXIT = 3
-LIVE_TAGS = {"a", "em", "strong", "s", "del", "img", "b", "script", "iframe"}
+LIVE_TAGS = {"a", "em", "s", "del", "img", "b", "script", "iframe"}   # <strong> is the scores' own
 
 
 def tree_state(top: Path) -> dict[bytes, str]:
     """What every entry under ``top`` is, without following or opening anything but regular files."""
     out = {}
-    for dirpath, dirs, files in os.walk(os.fsencode(top)):
-        for name in dirs + files:
+    todo = [os.fsencode(top)]
+    while todo:                         # a loop: os.walk recurses (RecursionError 1000 folders deep)
+        dirpath = todo.pop()
+        for name in os.listdir(dirpath):
             p = os.path.join(dirpath, name)
             st = os.lstat(p)
+            if stat.S_ISDIR(st.st_mode):
+                todo.append(p)
             if stat.S_ISLNK(st.st_mode):
                 out[p] = "link:" + os.fsdecode(os.readlink(p))
             elif stat.S_ISREG(st.st_mode):
@@ -59,9 +67,12 @@ def tree_state(top: Path) -> dict[bytes, str]:
     return out
 
 
-def guarded(*extra: Path) -> dict[bytes, str]:
+def guarded(*tops: Path) -> dict[bytes, str]:
+    """The state of every file the run's submissions could aim at: the class, the solutions it is
+    graded against, what its links point to (other folders of the shared checkout change while
+    other engineers work, so each run guards its own)."""
     state = {}
-    for top in [crafted.FIXTURES, ROOT / "solutions", *extra]:
+    for top in tops:
         state.update(tree_state(top))
     return state
 
@@ -81,16 +92,30 @@ def points(data: dict) -> dict[str, int]:
 
 
 def rendered_tags(markdown: str) -> set[str]:
+    """The tags of ``markdown`` rendered (CommonMark, GFM tables and strikethrough); every
+    ``<strong>`` must hold a score (``6/6``), the only bold the grader writes."""
     from html.parser import HTMLParser
 
     markdown_it = pytest.importorskip("markdown_it")
     tags: set[str] = set()
+    strong: list[str] = []
 
     class P(HTMLParser):
+        bold = 0
+
         def handle_starttag(self, tag, attrs):
             tags.add(tag)
+            self.bold += tag == "strong"
+
+        def handle_endtag(self, tag):
+            self.bold -= tag == "strong"
+
+        def handle_data(self, data):
+            if self.bold:
+                strong.append(data)
 
     P().feed(markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(markdown))
+    assert all(re.fullmatch(r"\d+/\d+", s) for s in strong), strong
     return tags
 
 
@@ -100,12 +125,14 @@ def rendered_tags(markdown: str) -> set[str]:
 def files_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile-files")
     built = hf.build_class(root)
-    before = guarded(built["class"])
+    tops = (built["class"], crafted.FIXTURES, root / "teacher-copy")
+    before = guarded(*tops)
     report = root / "report"
     proc = run_grader(str(built["class"]), "--solutions", str(crafted.SOLUTIONS), "--report-dir",
                       str(report), "--timeout", "20", "--jobs", "2")
-    return {**built, "proc": proc, "report": report, "before": before,
-            "after": guarded(built["class"]), "data": load_reports(report) if report.is_dir() else {}}
+    yield {**built, "proc": proc, "report": report, "before": before,
+           "after": guarded(*tops), "data": load_reports(report) if report.is_dir() else {}}
+    hf.remove_deep(built["class"] / "deep_folders")
 
 
 def result_of(run, case: str) -> dict:
@@ -134,6 +161,10 @@ def test_hostile_file(files_run, case):
     assert data.get("refused", False) == want.refused, data
     if not want.refused:
         assert ex["flags"] == want.flags, ex
+    if want.note:
+        assert any(want.note in n for n in data["notes"]), data["notes"]
+    else:
+        assert not any("hard link" in n or "name" in n for n in data["notes"]), data["notes"]
     for e in data["exercises"]:
         assert "\n" not in e["message"] and len(e["message"]) <= 400 and "Traceback" not in e["message"]
 
@@ -154,7 +185,8 @@ def test_refused_files_are_named_in_needs_a_look(files_run):
     look = summary.split("## Needs a look", 1)[1]
     for case, want in hf.CASES.items():
         if want.refused:
-            assert f"class/{case}/01_fixture.ipynb" in look and want.text in look, (case, look)
+            shown = str(files_run["paths"][case].relative_to(files_run["class"].parent))
+            assert shown in look and want.text in look, (case, look)
 
 
 def test_a_name_that_is_not_utf8_falls_back_to_a_hash(files_run):
@@ -263,10 +295,10 @@ def transformers_run(tmp_path_factory):
             path = subs / student / f"{assignment}.ipynb"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(nb), encoding="utf-8")
-    before = guarded(subs)
+    before = guarded(subs, ROOT / "solutions")
     report = root / "report"
     proc = run_grader(str(subs), "--report-dir", str(report), "--jobs", "2")
-    return {"subs": subs, "proc": proc, "before": before, "after": guarded(subs),
+    return {"subs": subs, "proc": proc, "before": before, "after": guarded(subs, ROOT / "solutions"),
             "data": load_reports(report) if report.is_dir() else {}}
 
 
@@ -278,9 +310,12 @@ def test_delegating_to_transformers_scores_zero_naming_it(transformers_run, assi
     data = transformers_run["data"][str(transformers_run["subs"] / "delegates" / f"{assignment}.ipynb")]
     honest = transformers_run["data"][str(transformers_run["subs"] / "honest" / f"{assignment}.ipynb")]
     assert honest["score"] == honest["max_score"] and all(e["flags"] == [] for e in honest["exercises"])
+    assert all(e["points"] == e["max_points"] for e in honest["exercises"] if e.get("kind") != "written")
     for e in data["exercises"]:
         if e["id"] in TRANSFORMERS_ANSWERS[assignment]:
             assert e["points"] == 0 and "transformers" in e["message"] and e["flags"] == ["reference"], e
+        elif e.get("kind") == "written":        # scored by the teacher (written.py)
+            assert e["points"] == 0 and e["flags"] == [], e
         elif e["id"] not in ("fuse_pyramid", "Reassemble_full"):   # fuse_pyramid builds on FusionBlock
             assert e["points"] == e["max_points"], e
     assert transformers_run["after"] == transformers_run["before"]

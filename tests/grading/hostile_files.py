@@ -22,6 +22,7 @@ BOMBS = Path(__file__).parent / "bombs"
 HONEST = {"add": 1, "grid": 2, "factor": 3}
 ZERO = {"add": 0, "grid": 0, "factor": 0}
 HONEST_STUDENTS = ("honest_ann", "honest_bob")
+DEEP = 1200                     # folders: a path of ~2.5 kB, within PATH_MAX (4096)
 NB = f"{crafted.ASSIGNMENT}.ipynb"
 
 # zipfile raises NotImplementedError ("zip file version 25.3") on this torch.save file with two
@@ -50,6 +51,7 @@ class Case:
     where: str = "add"
     refused: bool = False           # the grader does not read it: 0, "Needs a look", exit 3
     flags: list[str] = field(default_factory=list)
+    note: str = ""                  # in one of the submission's notes ("Needs a look")
 
 
 CASES = {
@@ -61,12 +63,12 @@ CASES = {
     "surrogate_json": Case("the notebook JSON holds escaped lone surrogates (valid JSON) in a markdown "
                            "cell, a comment and a string literal", HONEST, "passed"),
     "non_utf8_name": Case("folder and file names that are not UTF-8 (a legacy-code-page unzip)",
-                          HONEST, "passed"),
+                          HONEST, "passed", note="not valid UTF-8"),
     "symlink_to_solutions": Case("01_fixture.ipynb is a symlink to the teacher's solution", ZERO,
                                  "a symbolic link", refused=True),
     "symlink_to_classmate": Case("01_fixture.ipynb is a symlink to honest_ann's notebook", ZERO,
                                  "a symbolic link", refused=True),
-    "dangling_symlink": Case("01_fixture.ipynb is a symlink to nothing", ZERO, "a symbolic link",
+    "dangling_symlink": Case("01_fixture.ipynb is a symlink to nothing", ZERO, "a dangling symbolic link",
                              refused=True),
     "fifo": Case("01_fixture.ipynb is a FIFO (a read would block for ever)", ZERO, "a FIFO",
                  refused=True),
@@ -75,10 +77,45 @@ CASES = {
                              {"add": 0, "grid": 2, "factor": 3}, "**PASSED**"),
     "control_message": Case("add raises a message full of control characters",
                             {"add": 0, "grid": 2, "factor": 3}, "bad\\x01\\x02\\x08"),
+    # found playing the hostile student after the routes above were closed
+    "nested_json": Case("the notebook holds a list nested 50 000 deep (json.loads raises "
+                        "RecursionError)", ZERO, "nested too deeply"),
+    "many_cells": Case("a notebook of 100 000 cells", ZERO, "100000 cells, more than the grader's "
+                                                           "limit of 1000"),
+    "huge_file": Case("a 21 MiB file (sparse: it costs the student nothing to hand in)", ZERO,
+                      "more than the grader's limit of 20 MiB"),
+    "malformed_cell": Case("a cell whose source is a list of numbers (the staging code joined it)",
+                           ZERO, "not a valid notebook: cell 0"),
+    "assignment_not_a_string": Case("metadata.dptlearn.assignment is a JSON object (unhashable: the "
+                                    "lookup raised TypeError)", HONEST, "passed",
+                                    note="which does not exist; matched 01_fixture by its file name"),
+    "hard_link_outside": Case("01_fixture.ipynb is a hard link to a copy of the solution outside the "
+                              "class folder (tar and cp -l keep hard links)", HONEST, "passed",
+                              note="the file is a hard link (2 names)"),
+    "link_to_folder": Case("a symlink named 01_fixture to a classmate's folder", ZERO,
+                           "a symbolic link (to ../honest_bob)", refused=True),
+    "deep_folders": Case(f"the notebook lies {DEEP} folders deep (os.walk and rglob recurse: "
+                         f"RecursionError for the whole class)", HONEST, "passed"),
+    "bidi_name": Case("a file name with a right-to-left override (01_fixture\u202egnp.ipynb)", HONEST,
+                      "passed", note="holds control or format characters"),
 }
 # bytes of the non-UTF-8 folder and file (Latin-1 "élève" and "café")
 NON_UTF8_FOLDER = b"\xe9l\xe8ve"
 NON_UTF8_FILE = b"01_fixture-caf\xe9.ipynb"
+
+
+def remove_deep(top: Path) -> None:
+    """``rm -r top`` without recursion: shutil.rmtree (and pytest's clean-up of old temporary
+    folders) raises RecursionError on the ``deep_folders`` case's 1200 levels."""
+    dirs, todo = [], [os.fsencode(top)]
+    while todo:
+        d = todo.pop()
+        dirs.append(d)
+        for name in os.listdir(d):
+            p = os.path.join(d, name)
+            (todo.append if os.path.isdir(p) and not os.path.islink(p) else os.unlink)(p)
+    for d in reversed(dirs):
+        os.rmdir(d)
 
 
 def _notebook(edit) -> str:
@@ -145,5 +182,39 @@ def build_class(root: Path) -> dict:
     paths["control_message"] = folder("control_message") / NB
     paths["control_message"].write_text(_notebook(
         lambda nb: crafted.set_source(nb, "add", "solution", raising_add(CONTROLS))))
+    paths["nested_json"] = folder("nested_json") / NB
+    deep = 50_000
+    paths["nested_json"].write_text(json.dumps(crafted.solution_nb())[:-1]
+                                    + ', "x": ' + "[" * deep + "]" * deep + "}")
+    paths["many_cells"] = folder("many_cells") / NB
+    paths["many_cells"].write_text(json.dumps({**crafted.solution_nb(), "cells": [
+        crafted.code_cell("1") for _ in range(100_000)]}))
+    paths["huge_file"] = folder("huge_file") / NB
+    with open(paths["huge_file"], "wb") as fh:
+        fh.truncate(21 * 2**20)
+    paths["malformed_cell"] = folder("malformed_cell") / NB
+    paths["malformed_cell"].write_text(_notebook(lambda nb: nb["cells"][0].update(source=[1, 2])))
+    paths["assignment_not_a_string"] = folder("assignment_not_a_string") / NB
+    paths["assignment_not_a_string"].write_text(_notebook(
+        lambda nb: nb["metadata"].update(dptlearn={"assignment": {"01_fixture": [1]}})))
+    outside = root / "teacher-copy" / NB
+    outside.parent.mkdir()
+    outside.write_text(json.dumps(crafted.solution_nb()))
+    paths["hard_link_outside"] = folder("hard_link_outside") / NB
+    os.link(outside, paths["hard_link_outside"])
+    paths["link_to_folder"] = folder("link_to_folder") / crafted.ASSIGNMENT
+    paths["link_to_folder"].symlink_to("../honest_bob")
+    paths["bidi_name"] = folder("bidi_name") / "01_fixture\u202egnp.ipynb"
+    paths["bidi_name"].write_text(json.dumps(crafted.solution_nb()))
+    paths["deep_folders"] = folder("deep_folders") / ("a/" * DEEP) / NB
+    fd = os.open(subs / "deep_folders", os.O_RDONLY)
+    for _ in range(DEEP):               # makedirs recurses too: one level at a time, by fd
+        os.mkdir("a", dir_fd=fd)
+        fd, up = os.open("a", os.O_RDONLY, dir_fd=fd), fd
+        os.close(up)
+    out = os.open(NB, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(out, json.dumps(crafted.solution_nb()).encode())
+    os.close(out)
+    os.close(fd)
     assert set(paths) == set(CASES)
     return {"class": subs, "paths": paths, "honest": honest}

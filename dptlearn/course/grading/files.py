@@ -78,20 +78,50 @@ def read_regular(path: str, limit: int) -> bytes:
 def find_entries(args: list[str]) -> list[str]:
     """The submissions named by ``args``: a file as given (whatever it is); a folder (given, so
     followed) walked without following links: every entry named ``*.ipynb`` of any type, and every
-    link to a folder (not followed, so it is listed to be refused, not silently dropped)."""
+    link to a folder (not followed, so it is listed to be refused, not silently dropped). The walk
+    is a loop, not a recursion: a submission unpacked into folders 2000 deep is walked too."""
     out = []
     for arg in args:
         if not os.path.isdir(arg):
             out.append(arg)
             continue
-        found = []
-        for dirpath, dirs, files in os.walk(arg, followlinks=False):
-            dirs[:] = [d for d in dirs if d not in SKIPPED_FOLDERS]
-            for name in dirs + files:
-                full = os.path.join(dirpath, name)
-                if name.endswith(".ipynb") or (name in dirs and os.path.islink(full)):
-                    found.append(full)
-            dirs[:] = [d for d in dirs if not d.endswith(".ipynb")
-                       and not os.path.islink(os.path.join(dirpath, d))]
+        found, todo = [], [arg]
+        while todo:
+            folder = todo.pop()
+            try:
+                with os.scandir(folder) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError:                 # unreadable or gone: nothing below it is listed
+                continue
+            for e in entries:
+                is_dir = e.is_dir(follow_symlinks=False)
+                if e.name.endswith(".ipynb") or (e.is_symlink() and os.path.isdir(e.path)):
+                    found.append(e.path)
+                elif is_dir and e.name not in SKIPPED_FOLDERS:
+                    todo.append(e.path)
         out += sorted(found, key=lambda s: Path(s).parts)
     return out
+
+
+def hard_link_notes(paths: list[str]) -> dict[str, str]:
+    """A note for each regular file of ``paths`` that has other names (hard links, which tar and
+    ``cp -l`` keep): the same file as another submission, or a name of a file found elsewhere."""
+    by_inode: dict[tuple[int, int], list[str]] = {}
+    links: dict[str, int] = {}
+    for p in paths:
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            by_inode.setdefault((st.st_dev, st.st_ino), []).append(p)
+            links[p] = st.st_nlink
+    notes = {}
+    for same in by_inode.values():
+        for p in same:
+            others = [safetext.path_text(o) for o in same if o != p]
+            notes[p] = (f"the file is a hard link: the same file as {', '.join(others[:3])}"
+                        if others else
+                        f"the file is a hard link ({links[p]} names): its other names are not "
+                        f"among the submissions; check that it is the student's own")
+    return notes

@@ -26,25 +26,33 @@ For each submission the grader
    flags tampered check cells and copies of the reference (``integrity.py``).
 
 Reports go to ``--report-dir`` (default ``./grading-report``; ``report.py``, ``reportdir.py``).
-The exit status is 0 whenever grading completed, whatever the scores; 2 for usage errors. The
-rules are in docs/grading-security.md.
+One submission's files cost that submission only: what is not a regular file is refused
+(``files.py``), and an exception of the grader's own code while reading, staging, running,
+scoring or reporting one submission refuses that one (``staging.grader_error``). Every string
+from a submission is made safe on entry (``safetext.py``). The exit status is 0 when every
+submission was graded, whatever the scores; 3 when some were refused (the last line names them);
+2 for usage errors; 1 for a grader failure. The rules are in docs/grading-security.md.
 """
 from __future__ import annotations
 
 import argparse
 import errno
-import hashlib
+import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from ..exercises import Assignment, SourceError, read_assignments, repo_root
+from . import safetext
+from .files import hard_link_notes
 from .report import Result, write_partial_junit, write_result, write_summaries
-from .reportdir import ReportDirError, fresh_report_dir, merge_main, run_manifest, write_manifest
+from .reportdir import (ReportDirError, fresh_report_dir, merge_main, refused_status, run_manifest,
+                        write_manifest)
 from .processes import grade_all
 from .secret import Seeds, SecretError
 from .settings import DEFAULT_TIMEOUT_S, STUDENT_LIMIT_S, Settings
+from .staging import grader_error
 from .submissions import assign_students, expand_submissions, in_shard, parse_shard, report_names
 
 # How a file system refuses a name: too long; not in its encoding; invalid there (vfat, SMB, Windows).
@@ -102,8 +110,8 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Settings]:
     if not solutions.is_dir():
         p.error(f"--solutions: expected a folder of solution notebooks, got {solutions}")
     subs = expand_submissions(args.submissions)
-    missing = [s for s in subs if not Path(s).is_file()]
-    if missing or not subs:
+    missing = [safetext.path_text(s) for s in subs if not os.path.lexists(s)]
+    if missing or not subs:             # a link to nothing exists: it is refused, not missing
         p.error(f"no such submission file: {', '.join(missing)}" if missing else
                 "no .ipynb files found in the given folders")
     return subs, Settings(solutions, args.report_dir, args.timeout, args.device, args.jobs,
@@ -118,8 +126,8 @@ def grade(submissions: list[str], opts: Settings, progress=print) -> list[Result
     except SourceError as exc:
         raise SystemExit(f"dptlearn-grade: the solution notebooks are invalid:\n{exc}") from None
     t0 = time.perf_counter()
-    results = [Result(sub, name) for sub, name in zip(submissions, report_names(submissions))]
-    assign_students(results, opts.inputs)
+    results = entry_results(submissions)
+    assign_students(results, [safetext.path_text(i) for i in opts.inputs])
     results = in_shard(results, opts.shard)      # names above come from the whole class
     try:
         with fresh_report_dir(opts.report_dir) as out:   # swapped in whole at the end
@@ -133,6 +141,26 @@ def grade(submissions: list[str], opts: Settings, progress=print) -> list[Result
     return results
 
 
+def entry_results(submissions: list[str]) -> list[Result]:
+    """One ``Result`` per path as given: ``submission`` is the path as shown
+    (``safetext.path_text``), ``source`` the path to open; a path that does not show as itself
+    (not UTF-8, control or format characters) gets ``submission-<hash>`` reports and a note."""
+    shown = [safetext.path_text(s) for s in submissions]
+    linked = hard_link_notes(submissions)
+    results = []
+    for sub, text, name in zip(submissions, shown, report_names(shown)):
+        r = Result(text, name, source=sub)
+        if sub in linked:
+            r.notes.append(linked[sub])
+        if not safetext.representable(sub):
+            r.name = safetext.fallback_name(sub)
+            why = ("is not valid UTF-8 (its bytes are shown as \\xNN)" if text != safetext.text(sub)
+                   else "holds control or format characters (shown as escapes)")
+            r.notes.append(f"the file or folder name {why}; its reports are {r.name}.*")
+        results.append(r)
+    return results
+
+
 def _grade_into(results: list[Result], assignments: list[Assignment], opts: Settings,
                 progress) -> None:
     import dptlearn
@@ -140,32 +168,45 @@ def _grade_into(results: list[Result], assignments: list[Assignment], opts: Sett
     grade_all(results, assignments, opts, Path(dptlearn.__file__).resolve().parent, progress)
     for r in results:
         write_reports(opts.report_dir, r)
-        progress(f"{r.score:>4}/{r.max_score:<4} {r.duration_s:6.1f}s  {r.submission}"
-                 + (f"  ({r.error})" if r.error else ""))
+        progress(safetext.line(f"{r.score:>4}/{r.max_score:<4} {r.duration_s:6.1f}s  "
+                               f"{r.submission}" + (f"  ({r.error})" if r.error else ""), 600))
     write_summaries(opts.report_dir, results)
 
 
 def write_reports(report_dir: Path, r: Result) -> None:
     """``<name>.junit.xml`` and ``<name>.json``; a name the file system refuses (too long for
-    it, say) costs that submission its name, not the class its reports."""
-    for attempt in range(2):
+    it, say) costs that submission its name, not the class its reports; any other failure of
+    the writers on this one result (a grader bug) refuses it and writes its error instead."""
+    for attempt in range(3):
         try:
             if r.exercises:
                 write_partial_junit(report_dir / f"{r.name}.junit.xml", r)
             write_result(report_dir, r)
             return
         except OSError as exc:
-            if attempt or exc.errno not in REFUSED_NAME:     # a full disk, a denied folder: not the name
+            if attempt == 2 or exc.errno not in REFUSED_NAME:   # a full disk, a denied folder
                 raise
-            for ext in (".json", ".junit.xml"):
-                try:
-                    (report_dir / f"{r.name}{ext}").unlink(missing_ok=True)
-                except OSError:             # the name itself is what the system refuses
-                    pass
-            fallback = "submission-" + hashlib.sha256(r.submission.encode()).hexdigest()[:16]
-            r.notes.append(f"its reports could not be written as {r.name!r} "
-                           f"({exc.strerror or type(exc).__name__}); they are {fallback}.*")
-            r.name = fallback
+            r.name = _fallback(report_dir, r, exc)
+        except Exception as exc:  # noqa: BLE001 - a bug on one result costs that result only
+            if attempt == 2:
+                raise
+            (report_dir / f"{r.name}.junit.xml").unlink(missing_ok=True)
+            grader_error(r, "reporting", exc)       # then only the error and zeros are written
+            r.notes, r.student, r.student_id = [], safetext.line(r.student or ""), None
+
+
+def _fallback(report_dir: Path, r: Result, exc: OSError) -> str:
+    """The ``submission-<hash>`` name of ``r`` after the file system refused its name (the
+    partly written files of the refused name are removed)."""
+    for ext in (".json", ".junit.xml"):
+        try:
+            (report_dir / f"{r.name}{ext}").unlink(missing_ok=True)
+        except OSError:             # the name itself is what the system refuses
+            pass
+    fallback = safetext.fallback_name(r.path)
+    r.notes.append(f"its reports could not be written as {r.name!r} "
+                   f"({exc.strerror or type(exc).__name__}); they are {fallback}.*")
+    return fallback
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(r.score for r in results)
     print(f"graded {len(results)} submission(s); reports in {opts.report_dir} "
           f"(class total {total}/{sum(r.max_score for r in results)})")
-    return 0
+    return refused_status(results)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 1. ``ClassRun`` sets up what every sandbox shares: the ``Judge`` computes every exercise's case
    once, with a secret seed, and writes the plans to a read-only ``cases/`` folder; the
    sandboxed package (``sandboxed/``) is copied whole, as ``_dptlearn_grading``; the grading
-   view of the package is generated (``view.py``);
+   view of the package is generated (``view.py``), and the stubs that hide every installed
+   package the exercises do not need (``offered.py``);
 2. every submission is staged (``staging.py``);
 3. the staged notebooks are grouped by student: one sandbox runs all of one student's notebooks
    together with ``pytest --nbval-lax`` and the grading plugin (warm kernels forked from a
@@ -14,6 +15,9 @@
    ``--student-limit`` seconds in all;
 4. each notebook is scored (``scoring.py``) from its recorded answers, read without trusting
    them (``untrusted.py``); the sandbox's JUnit report only explains a missing answer.
+
+An exception of the grader's own code while running or scoring one student's notebooks costs
+those notebooks only (``staging.grader_error``): the class run goes on.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import limits, sandbox
+from . import limits, offered, sandbox
 from ..exercises import Assignment
 from .checkcells import PROBE_MODULE
 from .integrity import reference_forms
@@ -39,7 +43,7 @@ from .judge import Judge
 from .report import Result
 from .scoring import score
 from .settings import Settings
-from .staging import StagedNotebook, preload_modules, stage, student_groups
+from .staging import StagedNotebook, grader_error, preload_modules, stage, student_groups
 from .untrusted import cell_report, read_junit
 from .view import build_view
 
@@ -48,7 +52,8 @@ def kernel_env(settings: Settings) -> dict[str, str]:
     """Variables the kernels get on top of the sandbox's clean environment."""
     threads = str(max(1, (os.cpu_count() or 1) // max(1, settings.jobs)))
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-           "MPLBACKEND": "Agg"}             # figures are never compared: don't render them
+           "MPLBACKEND": "Agg",             # figures are never compared: don't render them
+           "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}   # only nbval and ours: not a hidden package's
     if settings.device:
         env["DPTLEARN_DEVICE"] = settings.device
     return env
@@ -67,7 +72,8 @@ class ClassRun:
         view = build_view(package, root / "view")
         for path in [plugin_dir, *plugin_dir.rglob("*"), root / "view", root]:
             path.chmod(0o755 if path.is_dir() else 0o644)
-        self.layout = sandbox.Layout(root, view, package, plugin_dir, root / "cases")
+        hider = offered.Hider(root / "offered", preload_modules(assignments))
+        self.layout = sandbox.Layout(root, view, package, plugin_dir, root / "cases", hider)
         problem = sandbox.bwrap_problem() if settings.sandbox else "--no-sandbox was given"
         self.sandboxed = problem is None
         if problem:
@@ -89,7 +95,7 @@ class ClassRun:
     def pytest_argv(self, keys: list[str]) -> list[str]:
         argv = [sys.executable, "-m", "pytest", "-q", "--color=no", "-c", "{work}/pytest.ini",
                 "--rootdir", "{work}", "-p", "no:cacheprovider",
-                "-p", f"{sandbox.SANDBOXED_AS}.plugin",
+                "-p", f"{sandbox.SANDBOXED_AS}.plugin", "-p", "nbval.plugin",
                 "--dptlearn-grading", "--nbval-lax", "--nbval-current-env",
                 "--nbval-cell-timeout", f"{self.settings.timeout:g}",
                 "--junitxml", "{work}/junit.xml", "-o", "junit_family=xunit1", "-W", "ignore"]
@@ -156,10 +162,21 @@ class ClassRun:
                 self.over_student_limit() if over and limit < own
                 else ended_early(over, status, elapsed, limit))
             for s in group:
-                reports = [cell_report(tc) for tc in (junit or {}).get(s.key, [])]
-                score(s, self.judge, box.results, reports, why or (
-                    None if reports else "not graded: pytest reported nothing for this notebook"))
-                s.result.duration_s = sum(r["time"] for r in reports) if reports else elapsed
+                try:
+                    reports = [cell_report(tc) for tc in (junit or {}).get(s.key, [])]
+                    score(s, self.judge, box.results, reports, why or (
+                        None if reports else "not graded: pytest reported nothing for this notebook"))
+                    s.result.duration_s = sum(r["time"] for r in reports) if reports else elapsed
+                except Exception as exc:  # noqa: BLE001 - costs this notebook, not the class
+                    grader_error(s.result, "scoring", exc)
+
+    def run_isolated(self, group: list[StagedNotebook]) -> None:
+        """``run_group``; an exception of the grader's own code costs this group only."""
+        try:
+            self.run_group(group)
+        except Exception as exc:  # noqa: BLE001 - one student's notebooks, not the class run
+            for s in group:
+                grader_error(s.result, "running", exc)
 
     def over_student_limit(self) -> str:
         return (f"not graded: this student's notebooks ran past the grader's limit of "
@@ -216,7 +233,7 @@ def grade_all(results: list[Result], assignments: list[Assignment], settings: Se
                   if (s := stage(r, assignments, settings.timeout, forms)) is not None]
         try:
             with ThreadPoolExecutor(max_workers=settings.jobs) as pool:
-                list(pool.map(run.run_group, student_groups(staged)))
+                list(pool.map(run.run_isolated, student_groups(staged)))
         finally:
             if run.cgroups is not None:
                 run.cgroups.close()

@@ -9,12 +9,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .sandboxed.cells import clean_message
+from . import safetext
 
 GRADEBOOK_ID_COLUMNS = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
 GRADEBOOK_TOTAL = "dptlearn total"
@@ -50,9 +49,18 @@ class Result:
     student_from: str | None = None     # "folder", "canvas" or "moodle"
     student_folder: str | None = None   # the folder the student comes from, as given
     notes: list[str] = field(default_factory=list)   # metadata vs file name, late, ...
+    refused: bool = False               # not read (not a regular file) or a grader error on it
+    source: str = ""                    # the path to open (``submission`` is as shown); not saved
+
+    @property
+    def path(self) -> str:
+        return self.source or self.submission
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """As saved: every string ``safetext.data`` (a strict JSON reader loads it), no ``source``."""
+        d = asdict(self)
+        del d["source"]
+        return safetext.tree(d)
 
     @classmethod
     def from_json(cls, d: dict) -> Result:
@@ -80,7 +88,7 @@ def write_junit(path: Path, name: str, cases: list[ET.Element]) -> None:
     """One submission's testcases (cut from its batch's report) as a JUnit XML file."""
     count = {k: sum(1 for tc in cases if tc.find(k) is not None)
              for k in ("failure", "error", "skipped")}
-    suite = ET.Element("testsuite", name=name, tests=str(len(cases)),
+    suite = ET.Element("testsuite", name=safetext.xml_text(name), tests=str(len(cases)),
                        failures=str(count["failure"]), errors=str(count["error"]),
                        skipped=str(count["skipped"]),
                        time=f"{sum(float(tc.get('time') or 0) for tc in cases):.3f}")
@@ -90,21 +98,24 @@ def write_junit(path: Path, name: str, cases: list[ET.Element]) -> None:
 
 def write_error_junit(path: Path, name: str, message: str) -> None:
     """The JUnit file of a submission that could not be run."""
-    case = ET.Element("testcase", classname=name, name="submission")
+    message = safetext.xml_text(message)
+    case = ET.Element("testcase", classname=safetext.xml_text(name), name="submission")
     ET.SubElement(case, "error", message=message).text = message
     write_junit(path, name, [case])
 
 
 def write_partial_junit(path: Path, result: Result) -> None:
-    """One testcase per exercise, for a run that left no pytest report."""
+    """One testcase per exercise, for a run that left no pytest report (ElementTree, every text
+    ``safetext.xml_text``: well-formed XML 1.0 whatever the messages hold)."""
+    x = safetext.xml_text
     cases = []
     for ex in result.exercises:
-        case = ET.Element("testcase", classname=result.name, name=f"exercise {ex.id}")
+        case = ET.Element("testcase", classname=x(result.name), name=x(f"exercise {ex.id}"))
         props = ET.SubElement(case, "properties")
         for k, v in (("exercise", ex.id), ("role", "check"), ("points", ex.max_points)):
-            ET.SubElement(props, "property", name=k, value=str(v))
+            ET.SubElement(props, "property", name=k, value=x(v))
         if not ex.passed:
-            ET.SubElement(case, "failure", message=ex.message).text = ex.message
+            ET.SubElement(case, "failure", message=x(ex.message)).text = x(ex.message)
         cases.append(case)
     write_junit(path, result.name, cases)
 
@@ -117,7 +128,7 @@ def write_result(report_dir: Path, result: Result) -> None:
     if not junit.exists():
         write_error_junit(junit, result.name, result.error or "not graded")
     (report_dir / f"{result.name}.json").write_text(
-        json.dumps(result.to_json(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        safetext.json_dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------- the class
@@ -136,17 +147,17 @@ def exercise_columns(results: list[Result]) -> list[str]:
     return cols
 
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-# HTML (tags, comments, autolinks) as entities; links, images and code spans backslash-escaped
-MD_SPECIAL = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;",
-                            **{c: "\\" + c for c in "\\|`[]!"}})
+FORMULA_STARTS = ("=", "+", "-", "@", "\t")
+LINE_BREAKS = str.maketrans({"\r": "\\r", "\n": "\\n"})
 
 
 def csv_cell(value):
-    """A CSV cell a spreadsheet shows as text: ``'`` before a leading = + - @ tab or CR."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
+    """A CSV cell a spreadsheet shows as text: ``safetext.text``, line breaks as ``\\r``/``\\n``,
+    and ``'`` before a leading = + - @ or tab (numbers are kept as they are)."""
+    if not isinstance(value, str):
+        return value
+    value = safetext.text(value).translate(LINE_BREAKS)
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
 class _Writer:
@@ -178,13 +189,13 @@ def summary_csv(results: list[Result]) -> str:
     return buf.getvalue()
 
 
-def _md(text: str) -> str:
-    """Untrusted text (names, messages) as plain table text: no HTML, links, images or code."""
-    return clean_message(text, 400).translate(MD_SPECIAL)
+def _md(text: str, table: bool = True) -> str:
+    """Untrusted text (names, paths, messages) as an inert Markdown code span (``safetext.md_code``)."""
+    return safetext.md_code(text, table=table)
 
 
 def _flags(e: ExerciseResult) -> str:
-    return _md(", ".join(FLAG_WORDS.get(f, f) for f in e.flags))
+    return ", ".join(FLAG_WORDS.get(f) or _md(f) for f in e.flags)
 
 
 def _md_cell(e: ExerciseResult, run_failed: bool) -> str:
@@ -209,19 +220,21 @@ def summary_md(results: list[Result]) -> str:
             by_id = {e.id: e for e in r.exercises}
             cells = [_md_cell(by_id[c], bool(r.error)) if c in by_id else "" for c in cols]
             score = f"**{r.score}/{r.max_score}**" + (f" ({_md(r.error)})" if r.error else "")
-            lines.append(f"| {_md(r.student or '—')} | {_md(r.submission)} | {name} | {score} | "
+            lines.append(f"| {_md(r.student or '')} | {_md(r.submission)} | {_md(name)} | {score} | "
                          + " | ".join(cells) + " |")
         lines.append("")
     ungraded = [r for r in results if not r.assignment]
     if ungraded:
         lines += ["## Not graded", ""]
-        lines += [f"- {_md(r.student or '—')}: {_md(r.submission)}: {_md(r.error or '')}"
-                  for r in ungraded]
+        lines += [f"- {_md(r.student or '', False)}: {_md(r.submission, False)}: "
+                  f"{_md(r.error or '', False)}" for r in ungraded]
         lines.append("")
-    look = [f"- {_md(r.submission)}: {_md(note)}" for r in results for note in r.notes]
-    look += [f"- {_md(r.submission)}, `{e.id}`: ⚑ {_flags(e)} ({_md(e.message)})"
-             for r in results for e in r.exercises if e.flags]
-    look += [f"- {_md(text)}" for text in duplicate_warnings(results)]
+    look = [f"- {_md(r.submission, False)}: ⚑ refused: {_md(r.error or '', False)}"
+            for r in results if r.refused]
+    look += [f"- {_md(r.submission, False)}: {_md(note, False)}" for r in results for note in r.notes]
+    look += [f"- {_md(r.submission, False)}, {_md(e.id, False)}: ⚑ {_flags(e)} "
+             f"({_md(e.message, False)})" for r in results for e in r.exercises if e.flags]
+    look += [f"- {_md(text, False)}" for text in duplicate_warnings(results)]
     if look:
         lines += ["## Needs a look", ""] + look + [""]
     seconds = sum(r.duration_s for r in results)

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..exercises import Assignment
+from . import safetext
 from .feedback import FOLDER as FEEDBACK
 from .report import Result, write_result, write_summaries
 from .secret import ENV as SECRET_ENV, Seeds
@@ -29,6 +30,7 @@ FORMAT = 1
 MANIFEST_FIELDS = {"shards": list, "shard_count": int, "solutions": str, "assignments": dict,
                    "inputs": str, "input_count": int, "reports": list, "wall_s": list}
 CLASS_FILES = ("summary.csv", "summary.md", "gradebook.csv")
+REFUSED_EXIT = 3                # graded, with N submissions refused (grade and merge alike)
 
 
 class ReportDirError(Exception):
@@ -50,7 +52,8 @@ def solutions_fingerprint(assignments: list[Assignment]) -> str:
 
 def inputs_fingerprint(submissions: list[str]) -> str:
     """SHA-256 over the sorted submission paths as given: every shard must see the same list."""
-    return hashlib.sha256("\0".join(sorted(submissions)).encode()).hexdigest()
+    raw = "\0".join(sorted(submissions)).encode("utf-8", "surrogatepass")    # names not UTF-8 too
+    return hashlib.sha256(raw).hexdigest()
 
 
 def run_manifest(assignments: list[Assignment], submissions: list[str], results: list[Result],
@@ -275,3 +278,12 @@ def merge_main(argv: list[str]) -> int:
     from .merging import main
     return main(argv)
 
+
+def refused_status(results: list[Result]) -> int:
+    """0, or ``REFUSED_EXIT`` after a last line that names the refused submissions."""
+    refused = [r.submission for r in results if r.refused]
+    if not refused:
+        return 0
+    print(safetext.line(f"graded {len(results) - len(refused)} submission(s), {len(refused)} "
+                        f"refused: {', '.join(refused)}", 4000))
+    return REFUSED_EXIT

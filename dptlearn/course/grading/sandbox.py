@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import limits
+from .offered import Hider
 
 BWRAP = "bwrap"
 INSIDE = Path("/grade")
@@ -61,6 +62,7 @@ class Layout:
     package: Path       # where the interpreter finds the real package (the view's mount point)
     plugin: Path        # holds the copy of the sandboxed package, as SANDBOXED_AS
     cases: Path         # <exercise id>.pt: the plans, one per exercise of the run
+    hider: Hider | None = None  # covers the installed packages the exercises do not need
 
 
 @dataclass
@@ -159,6 +161,8 @@ def bwrap_args(layout: Layout | None = None, box: Box | None = None, cuda: bool 
             "--size", str(TMP_BYTES), "--perms", "1777", "--tmpfs", "/tmp",
             "--proc", "/proc", "--dev", "/dev", *_parents(binds), *binds]
     if layout is not None and box is not None:
+        if layout.hider is not None:        # after the venv's bind: stubs over what it holds
+            args += layout.hider.bwrap_args()
         args += ["--as-pid-1", "--chdir", str(INSIDE / "work")]     # confine.py is the init
     if cuda:
         for dev in sorted(Path("/dev").glob("nvidia*")):
@@ -200,7 +204,8 @@ def command(layout: Layout, box: Box, argv: list[str], cpu_s: int, sandboxed: bo
              "HOME": str(home), "TMPDIR": "/tmp" if sandboxed else str(home),
              "PYTHONDONTWRITEBYTECODE": "1", "DPTLEARN_PROBE_DIR": str(probe),
              "PYTHONPATH": str(plugin) if sandboxed else os.pathsep.join(
-                 [str(plugin), str(layout.view.parent)])}
+                 [str(plugin), *([str(layout.hider.fallback)] if layout.hider else []),
+                  str(layout.view.parent)])}
     clean.update({k: os.environ[k] for k in PASS_ENV if k in os.environ})
     clean.update(env)
     program = [a.format(work=work, probe=probe) for a in argv]

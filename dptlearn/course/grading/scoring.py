@@ -19,6 +19,8 @@ from pathlib import Path
 
 from ..exercises import Exercise
 from .feedback import exercise_code
+from . import safetext
+from .offered import MARKER as NOT_OFFERED
 from .report import ExerciseResult
 from .sandboxed.cells import clean_message
 from .untrusted import UnreadableResults, load_results
@@ -52,8 +54,13 @@ class Verdict:
                         f"normalisation]")
 
     def exercise_result(self, ex: Exercise) -> ExerciseResult:
+        """The report's entry; the message is ``safetext.line`` (it quotes the submission). An
+        answer that needed a package the grader does not offer gets the flag ``reference``."""
+        message = safetext.line(self.message, 400)
+        if not self.passed and NOT_OFFERED in message:
+            self.flags.add("reference")
         return ExerciseResult(ex.id, ex.points if self.passed else 0, ex.points, self.passed,
-                              clean_message(self.message, 400), sorted(self.flags))
+                              message, sorted(self.flags))
 
 
 def report_message(report: dict) -> str:

@@ -9,16 +9,18 @@ notebooks together, never two students in one sandbox.
 from __future__ import annotations
 
 import ast
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..exercises import Assignment
+from . import safetext
 from .checkcells import parse_check_cell, probe_cell_source, setup_cells
 from .integrity import identical_to_reference, tampered_check_cells
 from .report import ExerciseResult, Result
-from .sandboxed.cells import cell_exercise, cell_tags, clean_message, fresh_cell, source_of
+from .sandboxed.cells import cell_exercise, cell_tags, fresh_cell, source_of
 from .sandboxed.plugin import KILL_GRACE_S
-from .submissions import InvalidSubmission, find_assignment, read_submission
+from .submissions import InvalidSubmission, Refused, find_assignment, read_submission
 
 EXTRA_CELLS = 10                # learner cells beyond the solution's that the watchdog allows for
 
@@ -108,7 +110,7 @@ def stage(result: Result, assignments: list[Assignment], timeout: float,
     """Read, match and prepare one submission; None (and a zero) when it cannot be graded.
 
     ``forms``: the reference's normal forms (``integrity.reference_forms``)."""
-    path = Path(result.submission)
+    path = Path(result.path)
     nb = None
     try:
         nb = read_submission(path)
@@ -126,9 +128,10 @@ def stage(result: Result, assignments: list[Assignment], timeout: float,
         a = find_assignment(nb, path, assignments, [])
         if a is not None:
             set_assignment(result, a)
-        fail_all(result, a, str(exc))
+        fail_all(result, a, safetext.line(exc))
+        result.refused = isinstance(exc, Refused)
     except Exception as exc:  # a grader bug must cost one submission, not the class run
-        fail_all(result, None, clean_message(f"grader error: {type(exc).__name__}: {exc}", 400))
+        grader_error(result, "staging", exc)
     return None
 
 
@@ -137,9 +140,20 @@ def set_assignment(result: Result, a: Assignment) -> None:
 
 
 def fail_all(result: Result, a: Assignment | None, message: str) -> None:
+    """0 for every exercise of ``a`` (None: of the exercises ``result`` already has)."""
     result.error = message
-    result.exercises = [ExerciseResult(ex.id, 0, ex.points, False, message)
-                        for ex in (a.exercises if a else [])]
+    exercises = ([(ex.id, ex.points) for ex in a.exercises] if a else
+                 [(e.id, e.max_points) for e in result.exercises])
+    result.exercises = [ExerciseResult(ex, 0, pts, False, message) for ex, pts in exercises]
+
+
+def grader_error(result: Result, where: str, exc: BaseException) -> None:
+    """The grader's own code failed on this one submission while ``where`` (reading, staging,
+    running, scoring, reporting) it: 0 for all of it, refused, one line that names the file."""
+    name = safetext.path_text(os.path.basename(result.path))
+    fail_all(result, None, safetext.line(f"grader error while {where} {name}: "
+                                         f"{type(exc).__name__}: {exc}", 400))
+    result.refused = True
 
 
 def preload_modules(assignments: list[Assignment]) -> list[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..exercises import Assignment
 from ..lms import CANVAS_FILE_RE, MOODLE_FILE_RE, MOODLE_FOLDER_RE, names_assignment, original_name
+from . import files, safetext
 from .report import Result
 
 MAX_NOTEBOOK_BYTES = 20 * 2**20   # a released notebook with outputs is well under 1 MiB
@@ -23,17 +24,14 @@ class InvalidSubmission(Exception):
     """The submission cannot be graded (not a notebook, no matching assignment...)."""
 
 
+class Refused(InvalidSubmission):
+    """The submission is not read at all (not a regular file): 0, *Needs a look*, exit status 3."""
+
+
 def expand_submissions(args: list[str]) -> list[str]:
-    """Files as given; folders become their ``*.ipynb`` files (recursively, sorted)."""
-    paths = []
-    for arg in args:
-        p = Path(arg)
-        if p.is_dir():
-            paths += [str(f) for f in sorted(p.rglob("*.ipynb"))
-                      if ".ipynb_checkpoints" not in f.parts]
-        else:
-            paths.append(arg)
-    return paths
+    """Files as given; folders become their ``*.ipynb`` entries, walked without following links
+    (``files.find_entries``: links, FIFOs and folders named ``*.ipynb`` are listed, to be refused)."""
+    return files.find_entries(args)
 
 
 def report_names(paths: list[str]) -> list[str]:
@@ -83,18 +81,26 @@ def safe_name(text: str) -> str:
 
 
 def read_submission(path: Path) -> dict:
-    """Parse a submitted notebook, raising InvalidSubmission with a readable reason."""
+    """Parse a submitted notebook, raising InvalidSubmission with a readable reason (Refused when
+    it is not a regular file). Every string of the result is ``safetext.data`` (no lone
+    surrogates, which valid JSON may hold as ``"\\ud800"``)."""
     try:
-        size = path.stat().st_size
-        if size > MAX_NOTEBOOK_BYTES:
-            raise InvalidSubmission(f"not graded: the file is {size / 2**20:.1f} MiB, more than "
-                                    f"the grader's limit of {MAX_NOTEBOOK_BYTES // 2**20} MiB "
-                                    f"(clear the outputs: Edit > Clear Outputs of All Cells)")
-        nb = json.loads(path.read_bytes().decode("utf-8"))
+        raw = files.read_regular(str(path), MAX_NOTEBOOK_BYTES)
+        if len(raw) > MAX_NOTEBOOK_BYTES:       # a regular file: lstat is what was read
+            size = os.lstat(path).st_size / 2**20
+            raise InvalidSubmission(f"not graded: the file is {size:.1f} MiB, more than the "
+                                    f"grader's limit of {MAX_NOTEBOOK_BYTES // 2**20} MiB (clear "
+                                    f"the outputs: Edit > Clear Outputs of All Cells)")
+        nb = safetext.tree(json.loads(raw.decode("utf-8")))
+    except files.NotRegular as exc:
+        raise Refused(f"not read: {safetext.path_text(path.name)} is {exc}; only regular files "
+                      f"are graded") from None
     except FileNotFoundError:
         raise InvalidSubmission("not graded: the file does not exist") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidSubmission(f"not a valid notebook: the file is not JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidSubmission("not a valid notebook: its JSON is nested too deeply") from None
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise InvalidSubmission("not a valid notebook: expected a JSON object with a 'cells' list")
     if len(nb["cells"]) > MAX_CELLS:
@@ -102,12 +108,19 @@ def read_submission(path: Path) -> dict:
                                 f"than the grader's limit of {MAX_CELLS}")
     if nb.get("nbformat", 4) != 4:
         raise InvalidSubmission(f"not a valid notebook: expected nbformat 4, got "
-                                f"{nb.get('nbformat')!r}; open and save it in JupyterLab")
+                                f"{nb.get('nbformat')!r:.40}; open and save it in JupyterLab")
+    if not isinstance(nb.get("metadata", {}), dict):
+        raise InvalidSubmission("not a valid notebook: its metadata is not a JSON object")
     for i, cell in enumerate(nb["cells"]):
-        if not (isinstance(cell, dict) and cell.get("cell_type") in ("code", "markdown", "raw")
-                and isinstance(cell.get("source", ""), (str, list))):
+        source = cell.get("source", "") if isinstance(cell, dict) else None
+        text = isinstance(source, str) or (isinstance(source, list)
+                                           and all(isinstance(line, str) for line in source))
+        if not (text and cell.get("cell_type") in ("code", "markdown", "raw")):
             raise InvalidSubmission(f"not a valid notebook: cell {i} is not a code, markdown or "
                                     f"raw cell with a source")
+        if not isinstance(cell.get("metadata", {}), dict):
+            raise InvalidSubmission(f"not a valid notebook: cell {i}'s metadata is not a JSON "
+                                    f"object")
     return nb
 
 
@@ -125,6 +138,7 @@ def find_assignment(nb: dict | None, path: Path, assignments: list[Assignment],
     meta = nb.get("metadata") if isinstance(nb, dict) else None
     declared = meta.get("dptlearn") if isinstance(meta, dict) else None
     claimed = declared.get("assignment") if isinstance(declared, dict) else None
+    claimed = claimed if isinstance(claimed, str) or claimed is None else repr(claimed)[:80]
     filename = original_name(path.name)
     stem = Path(filename).stem
     prefixed = [a for a in assignments if names_assignment(path.name, a.name)]

@@ -70,15 +70,14 @@ def load_results(path: Path) -> Any:
     data = read_untrusted(path, MAX_RESULTS_BYTES)
     try:
         entries = zipfile.ZipFile(io.BytesIO(data)).infolist()
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise UnreadableResults(f"the recorded answer is not readable data (not a torch zip "
-                                f"file: {exc})") from None
-    packed = [e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED]
+    except Exception as exc:  # noqa: BLE001 - zipfile raises more than BadZipFile (NotImplementedError...)
+        raise UnreadableResults(clean_message(f"the recorded answer is not readable data (not a "
+                                              f"torch zip file: {type(exc).__name__}: {exc})", 200)) from None
+    packed = sum(e.compress_type != zipfile.ZIP_STORED for e in entries)
     if packed or len(entries) > MAX_ZIP_ENTRIES:
-        raise UnreadableResults(clean_message(
-            "the recorded answer is not as torch.save writes it ("
-            + (f"compressed entries {packed[:3]}" if packed else f"{len(entries)} entries")
-            + ")", 200))
+        raise UnreadableResults("the recorded answer is not as torch.save writes it ("
+                                + (f"compressed entries: {packed} of {len(entries)}" if packed else
+                                   f"{len(entries)} entries") + ")")
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - whatever the file holds, it is not an answer
