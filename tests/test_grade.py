@@ -297,6 +297,9 @@ def test_committed_exercises_match_and_grade_to_zero(tmp_path):
         assert r.error is None, (r.submission, r.error)
         assert r.score == 0 and r.max_score > 0, (r.submission, r.score)
         for e in r.exercises:
+            if e.kind == "written":             # collected for the teacher, as handed out
+                assert e.unscored and "the answer cell is as handed out" in e.message, e
+                continue
             assert "NotImplementedError" in e.message, (r.submission, e.id, e.message)
 
 

@@ -49,7 +49,7 @@ STUB = ('{indent}# YOUR CODE HERE\n'
         ' — see notebooks/{lecture}.ipynb")\n')
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 POINTS_MD_RE = re.compile(r"\*\*Points:\*\*\s*(\d+)")
-ROLE_TAGS = ("exercise", "solution", "check", "solution-only")
+ROLE_TAGS = ("exercise", "solution", "check", "solution-only", "written")
 HINT_OPEN_RE = re.compile(r"<details><summary>Hint\b")
 NO_HINTS = "*This handout has no hints for this exercise: the card and the lecture are what you get.*"
 
@@ -67,6 +67,7 @@ class Exercise:
     lecture: str | None = None
     check_name: str | None = None
     check_index: int | None = None           # index of the check cell in the notebook
+    written_index: int | None = None         # a written answer: its Markdown answer cell
     cell_indexes: list[int] = field(default_factory=list)
 
 
@@ -77,11 +78,12 @@ class Assignment:
     name: str                                 # file stem, e.g. "03_reassemble"
     path: Path
     nb: dict
-    exercises: list[Exercise]
+    exercises: list[Exercise]                 # checked by a Check
+    written: list[Exercise] = field(default_factory=list)   # written answers, scored by hand
 
     @property
     def max_score(self) -> int:
-        return sum(ex.points for ex in self.exercises)
+        return sum(ex.points for ex in self.exercises) + sum(ex.points for ex in self.written)
 
     def check_cell(self, ex_id: str) -> dict:
         """The original check cell of exercise ``ex_id`` (a JSON dict)."""
@@ -149,7 +151,9 @@ def read_assignment(path: Path, lectures_dir: Path | None = None) -> Assignment:
         problems += _exercise_problems(path, nb, ex, intro_count, solution_count, lectures_dir)
     if problems:
         raise SourceError("\n".join(problems))
-    return Assignment(path.stem, path, nb, list(exercises.values()))
+    return Assignment(path.stem, path, nb,
+                      [ex for ex in exercises.values() if ex.written_index is None],
+                      [ex for ex in exercises.values() if ex.written_index is not None])
 
 
 def _cell_problems(path, i, cell, exercises, intro_count, solution_count) -> list[str]:
@@ -190,7 +194,31 @@ def _cell_problems(path, i, cell, exercises, intro_count, solution_count) -> lis
             problems.append(f"{where}: a 'solution' cell must be code with a '{BEGIN}' region")
     if "check" in tags:
         problems += _check_cell_problems(where, i, cell, ex, tags, text)
+    if "written" in tags:
+        problems += _written_cell_problems(where, i, cell, ex, tags)
     return problems
+
+
+def _points_tag(where, tags, ex, what) -> list[str]:
+    pts = [t[len("points:"):] for t in tags if t.startswith("points:")]
+    if not pts:
+        return [f"{where}: {what} of exercise {ex.id!r} has no 'points:<n>' tag"]
+    if len(pts) > 1 or not pts[0].isdigit() or int(pts[0]) <= 0:
+        return [f"{where}: expected one tag 'points:<n>' with n a positive integer, "
+                f"got {['points:' + p for p in pts]}"]
+    ex.points = int(pts[0])
+    return []
+
+
+def _written_cell_problems(where, index, cell, ex, tags) -> list[str]:
+    """A written answer's cell: Markdown, ``points:<n>``, one per exercise, no check cell."""
+    if cell.get("cell_type") != "markdown":
+        return [f"{where}: a 'written' answer cell must be Markdown"]
+    if ex.written_index is not None or ex.check_index is not None or "check" in tags:
+        return [f"{where}: exercise {ex.id!r} has a second answer or check cell (a written "
+                f"answer has exactly one 'written' cell and no check cell)"]
+    ex.written_index = index
+    return _points_tag(where, tags, ex, "the written answer cell")
 
 
 def _check_cell_problems(where, index, cell, ex, tags, text) -> list[str]:
@@ -200,15 +228,10 @@ def _check_cell_problems(where, index, cell, ex, tags, text) -> list[str]:
     if ex.check_index is not None:
         problems.append(f"{where}: duplicate check cell for exercise {ex.id!r} "
                         f"(the first is cell {ex.check_index})")
+    if ex.written_index is not None:
+        problems.append(f"{where}: exercise {ex.id!r} is a written answer: it has no check cell")
     ex.check_index = index
-    pts = [t[len("points:"):] for t in tags if t.startswith("points:")]
-    if not pts:
-        problems.append(f"{where}: check cell of exercise {ex.id!r} has no 'points:<n>' tag")
-    elif len(pts) > 1 or not pts[0].isdigit() or int(pts[0]) <= 0:
-        problems.append(f"{where}: expected one tag 'points:<n>' with n a positive integer, "
-                        f"got {['points:' + p for p in pts]}")
-    else:
-        ex.points = int(pts[0])
+    problems += _points_tag(where, tags, ex, "check cell")
     try:
         ex.check_name = parse_check_cell(text).check
     except ValueError:
@@ -226,6 +249,8 @@ def _exercise_problems(path, nb, ex, intro_count, solution_count, lectures_dir) 
                         f"got {intro_count.get(ex.id, 0)}")
     else:
         problems += _intro_problems(where, nb, ex)
+    if ex.written_index is not None:            # a written answer: no solution, no check
+        return problems + _lecture_problems(where, ex, lectures_dir)
     if not solution_count.get(ex.id):
         problems.append(f"{where}: no cell tagged 'solution'")
     solutions = [i for i in ex.cell_indexes if "solution" in tags_of(nb["cells"][i])]
@@ -234,6 +259,11 @@ def _exercise_problems(path, nb, ex, intro_count, solution_count, lectures_dir) 
     elif any(i > ex.check_index for i in solutions):
         problems.append(f"{where}: the check cell (cell {ex.check_index}) must come after the "
                         f"exercise's solution cells")
+    return problems + _lecture_problems(where, ex, lectures_dir)
+
+
+def _lecture_problems(where, ex, lectures_dir) -> list[str]:
+    problems = []
     if not ex.lecture:
         problems.append(f"{where}: no lecture to point to: tag a cell 'lecture:<notebook stem>' "
                         f"or set metadata.dptlearn.lecture")
@@ -335,6 +365,8 @@ def make_exercise_notebook(a: Assignment, hints: int | None = None) -> dict:
         new = fresh_cell(cell.get("cell_type", "code"), split_source(text), tags)
         if "check" in tags:
             new["metadata"].update({"deletable": False, "editable": False})
+        elif "written" in tags:                 # the student writes the answer in this cell
+            new["metadata"]["deletable"] = False
         if with_ids:
             new["id"] = cell.get("id") or _cell_id(a.name, i)
         cells.append(new)

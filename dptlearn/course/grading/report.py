@@ -30,6 +30,8 @@ class ExerciseResult:
     message: str
     flags: list[str] = field(default_factory=list)   # "reference", "forgery", "identical"
     code: str = ""                      # the student's code of a failed exercise (feedback.py)
+    kind: str = "check"                 # "check", or "written": scored by the teacher (written.py)
+    unscored: bool = False              # a written answer the teacher has not scored yet
 
 
 @dataclass
@@ -184,7 +186,8 @@ def summary_csv(results: list[Result]) -> str:
                r.score, r.max_score, r.error or "", "; ".join(r.notes)]
         for c in cols:
             e = by_id.get(c)
-            row += [e.points, e.max_points, e.message, "; ".join(e.flags)] if e else [""] * 4
+            row += ([("" if e.unscored else e.points), e.max_points, e.message, "; ".join(e.flags)]
+                    if e else [""] * 4)
         w.writerow(row)
     return buf.getvalue()
 
@@ -199,7 +202,7 @@ def _flags(e: ExerciseResult) -> str:
 
 
 def _md_cell(e: ExerciseResult, run_failed: bool) -> str:
-    mark = f"{'✓' if e.passed else '✗'} {e.points}/{e.max_points}"
+    mark = f"{'…' if e.unscored else '✓' if e.passed else '✗'} {e.points}/{e.max_points}"
     if not e.passed and not run_failed:         # a run-level error is shown once, in "score"
         mark += f": {_md(e.message)}"
     return mark + (f" ⚑ {_flags(e)}" if e.flags else "")
@@ -233,6 +236,7 @@ def summary_md(results: list[Result]) -> str:
             for r in results if r.refused]
     look += [f"- {_md(r.submission, False)}: {_md(note, False)}" for r in results for note in r.notes]
     look += [f"- {_md(r.submission, False)}, {_md(e.id, False)}: ⚑ {_flags(e)} "
+    look += [f"- {_md(text)}" for text in unscored_warnings(results)]    # written, not scored
              f"({_md(e.message, False)})" for r in results for e in r.exercises if e.flags]
     look += [f"- {_md(text, False)}" for text in duplicate_warnings(results)]
     if look:
@@ -266,6 +270,13 @@ def duplicate_warnings(results: list[Result]) -> list[str]:
     return out
 
 
+def unscored_warnings(results: list[Result]) -> list[str]:
+    """One line per written answer nobody has scored yet (written.py): never a silent 0."""
+    return [f"{r.student or r.submission}: written answer {e.id} of {r.assignment} is not scored "
+            f"yet ({e.max_points} point(s); fill in written-answers.csv and merge --manual)"
+            for r in ordered(results) for e in r.exercises if e.unscored]
+
+
 def _by_student(results: list[Result]) -> dict[str, list[Result]]:
     groups: dict[str, list[Result]] = {}
     for r in ordered(results):
@@ -296,9 +307,11 @@ def gradebook_csv(results: list[Result]) -> str:
 
 
 def write_summaries(report_dir: Path, results: list[Result]) -> None:
-    """summary.csv, summary.md, gradebook.csv and feedback/ of ``results``."""
+    """summary.csv, summary.md, gradebook.csv, feedback/ and written-answers.csv of ``results``."""
     for name, text in (("summary.csv", summary_csv(results)), ("summary.md", summary_md(results)),
                        ("gradebook.csv", gradebook_csv(results))):
         (report_dir / name).write_text(text, encoding="utf-8")
     from .feedback import write_feedback   # imports this module
+    from .written import write_sheet
     write_feedback(report_dir, results)
+    write_sheet(report_dir, results)

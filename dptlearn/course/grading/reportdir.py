@@ -29,7 +29,7 @@ STAGING_MARK = ".dptlearn-staging"      # inside a folder that is still being wr
 FORMAT = 1
 MANIFEST_FIELDS = {"shards": list, "shard_count": int, "solutions": str, "assignments": dict,
                    "inputs": str, "input_count": int, "reports": list, "wall_s": list}
-CLASS_FILES = ("summary.csv", "summary.md", "gradebook.csv")
+CLASS_FILES = ("summary.csv", "summary.md", "gradebook.csv", "written-answers.csv")
 REFUSED_EXIT = 3                # graded, with N submissions refused (grade and merge alike)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..exercises import Exercise
 from .feedback import exercise_code
+from .written import written_results
 from . import safetext
 from .offered import MARKER as NOT_OFFERED
 from .report import ExerciseResult
@@ -122,6 +123,8 @@ def score(staged, judge, results: Path, reports: list[dict], why: str | None) ->
         out.append(verdict.exercise_result(ex))
         if not verdict.passed:              # the feedback shows the student their own code
             out[-1].code = exercise_code(staged.nb["cells"], ex.id)
+    out += written_results(staged.assignment, staged.nb["cells"])     # scored by the teacher
     staged.result.exercises = out
+    staged.result.max_score = sum(e.max_points for e in out if not e.unscored)   # decided so far
     if why:
         staged.result.error = why
