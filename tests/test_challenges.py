@@ -6,8 +6,11 @@
 - predict: the checks' expected values are closed forms, tested here against numbers worked out by
   hand and against an independent count (a traced head, ``sum(p.numel())``); none of them is printed
   by a lecture; planted slips are named;
-- through the real grader (``dptlearn-grade``), the two solution notebooks score full marks and a
-  notebook with planted mistakes scores 0 with the mistakes named.
+- transfer (solutions/09): Depth Anything V2-S's head from the solutions' parts equals transformers'
+  DepthAnythingForDepthEstimation (random weights); planted mistakes (hooks, the crop, the last ReLU,
+  the head's upsample, the CLS token, widths, a broken part) are named;
+- through the real grader (``dptlearn-grade``), the solution notebooks score full marks (09 beside
+  the solutions of 01-05) and notebooks with planted mistakes lose exactly those exercises, named.
 """
 from __future__ import annotations
 
@@ -283,6 +286,9 @@ def test_the_grader_gives_the_solutions_full_marks_and_names_planted_mistakes(tm
     subs = tmp_path / "subs"
     (subs / "ada").mkdir(parents=True)
     (subs / "bob").mkdir()
+    for nb in (ROOT / "solutions").glob("0[1-5]_*.ipynb"):      # 09 builds its head from 01-05
+        shutil.copy(nb, subs / "ada")
+    shutil.copy(ROOT / "solutions" / "09_transfer.ipynb", subs / "ada")
     for nb in (BUGS_NB, PREDICT_NB):
         shutil.copy(nb, subs / "ada")
         planted = json.loads(nb.read_text(encoding="utf-8"))
@@ -298,7 +304,7 @@ def test_the_grader_gives_the_solutions_full_marks_and_names_planted_mistakes(tm
     assert out.returncode == 0, out.stderr
     reports = {(r["student"], r["assignment"]): r for r in
                (json.loads(p.read_text()) for p in submission_reports(tmp_path / "report"))}
-    for name, full in (("07_find_the_bug", 12), ("08_predict", 6)):
+    for name, full in (("07_find_the_bug", 12), ("08_predict", 6), ("09_transfer", 5)):
         ada = reports["ada", name]
         assert ada["score"] == ada["max_score"] == full, ada
         assert not any(e["flags"] for e in ada["exercises"]), ada
@@ -308,3 +314,77 @@ def test_the_grader_gives_the_solutions_full_marks_and_names_planted_mistakes(tm
     assert "nearest-neighbour upsampling" in bob["bug_fusion_block"]["message"]
     assert "fusion.3 only doubles the coarsest level" in bob["predict_shapes"]["message"]
     assert "skip unit for fusion[3]" in bob["predict_params"]["message"]
+
+
+# ------------------------------------------------------------------ transfer (09): Depth Anything V2-S
+
+TRANSFER_NB = ROOT / "solutions" / "09_transfer.ipynb"
+
+
+@pytest.fixture(scope="module")
+def parts():
+    from dptlearn.course.answers import PARTS, Parts, load_answers
+    return Parts({nb: load_answers(nb, ROOT / "solutions") for nb in PARTS}, {}, [])
+
+
+def transfer(parts, *edits) -> dict:
+    """What 09's check cell hands in, with the solution cells edited by ``(old, new)`` pairs."""
+    src = "\n".join(ln for cell in json.loads(TRANSFER_NB.read_text(encoding="utf-8"))["cells"]
+                    if "solution" in cell["metadata"].get("tags", []) for ln in "".join(cell["source"]).splitlines())
+    for old, new in edits:
+        assert old in src, old
+        src = src.replace(old, new)
+    ns = {"torch": torch, "F": F, "nn": nn, "rearrange": rearrange, "mine": parts}
+    exec(src, ns)  # noqa: S102 - our own solution notebook
+    return {"parts": parts, "head": ns["MyDepthAnythingHead"]}
+
+
+def test_the_transfer_solution_matches_transformers(parts, capsys):
+    checks.transfer_depth_anything(transfer(parts), device="cpu")
+    out = capsys.readouterr().out
+    assert "✓ transfer_depth_anything: passed" in out and "transformers' DepthAnythingForDepthEstimation" in out
+
+
+def test_the_transfer_reference_is_transformers_itself():
+    """The expected depth is model.neck + model.head of transformers' model; dptlearn's copy of the same weights
+    (what the known mistakes run on) agrees with it to float32 round-off, and the maps are not degenerate."""
+    from dptlearn.course.checks import transfer as tr
+    case = checks.transfer_depth_anything.case(7)
+    for tokens, size, want in case.data["runs"]:
+        positive = (want > 0).float().mean()       # both sides of the last ReLU occur: a missing ReLU shows
+        assert want.shape == (2, *size) and 0.2 < positive < 0.8 and want.std() > 1e-3 * want.abs().max()
+        with torch.no_grad():
+            ours = case.data["ref"]([tokens[h] for h in tr.DA_HOOKS], size)
+        # float32, ~20 layers deep: allow 1e-4 of the map's largest value (eps is 1.2e-7)
+        assert (ours - want).abs().max() <= 1e-4 * want.abs().max()
+
+
+@pytest.mark.parametrize("edits,message", [
+    ([("(2, 5, 8, 11), 14", "(0, 5, 8, 11), 14")], "DUSt3R's rule"),
+    ([("(2, 5, 8, 11), 14", "(1, 4, 7, 10), 14")], "one block early"),
+    ([("path = self.fuse(3, levels[3], None, levels[2].shape[-2:])",
+       "path = self.fuse(3, levels[3], None, (2 * levels[3].shape[-2], 2 * levels[3].shape[-1]))"
+       "[..., :levels[2].shape[-2], :levels[2].shape[-1]]")], "you cropped the doubled coarsest path"),
+    ([("depth = F.relu(self.head.predict(", "depth = (self.head.predict(")], "ends with a ReLU"),
+    ([("size=tuple(image_size), mode", "scale_factor=2, mode")], "not x2"),
+    ([("layers = [t[:, 1:] for t in", "layers = [t for t in")], "CLS token first"),
+    ([("mine.Reassemble([384] * 4, (48, 96, 192, 384), 64)", "mine.Reassemble([384] * 4, (96, 192, 384, 768), 64)")],
+     "check the widths against lecture 09's table"),
+])
+def test_planted_transfer_mistakes_are_named(parts, edits, message):
+    assert message in verdict(checks.transfer_depth_anything, transfer(parts, *edits))
+
+
+def test_a_broken_part_is_named_with_its_notebook(parts):
+    from dptlearn.course.answers import Answers, Parts
+    right = parts["FusionBlock"]
+
+    class Swapped(right):          # 04's known mistake: the path goes through skip_unit, the level does not
+        def forward(self, x, skip=None):
+            return super().forward(x) if skip is None else super().forward(skip, x)
+    loaded = dict(parts._loaded)
+    a = loaded["04_refinenet_fusion"]
+    loaded["04_refinenet_fusion"] = Answers(a.assignment, a.path, {**a._ns, "FusionBlock": Swapped}, [])
+    msg = verdict(checks.transfer_depth_anything, transfer(Parts(loaded, {}, [])))
+    assert msg.startswith("transfer_depth_anything: your FusionBlock from 04_refinenet_fusion.ipynb is wrong")
+    assert "swapped" in msg

@@ -82,7 +82,7 @@ def run(name: str, student, seed: int = 0):
 
 
 def test_solutions_cover_every_check():
-    assert set(SOLUTIONS) == set(CHECKS) and len(CHECKS) == 29     # 21 + 8 challenges (07, 08)
+    assert set(SOLUTIONS) == set(CHECKS) and len(CHECKS) == 30     # 21 + 9 challenges (07, 08, 09)
 
 
 @pytest.mark.parametrize("seed", [0, 987654321])

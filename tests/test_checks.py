@@ -490,7 +490,7 @@ REFERENCES = {  # dptlearn's own objects: handing them in must fail as "the refe
 
 
 CAPSTONE = {"MyDUSt3RHead", "convert_dust3r_state_dict"}   # on the learner's parts: tests/test_capstone.py
-CHALLENGES = {name for name in checks.CHECKS if name.startswith(("bug_", "predict_"))}   # tests/test_challenges.py
+CHALLENGES = {name for name in checks.CHECKS if name.startswith(("bug_", "predict_", "transfer_"))}   # tests/test_challenges.py
 
 
 def test_every_check_is_tested():
