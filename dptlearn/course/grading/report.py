@@ -236,9 +236,9 @@ def summary_md(results: list[Result]) -> str:
             for r in results if r.refused]
     look += [f"- {_md(r.submission, False)}: {_md(note, False)}" for r in results for note in r.notes]
     look += [f"- {_md(r.submission, False)}, {_md(e.id, False)}: ⚑ {_flags(e)} "
-    look += [f"- {_md(text)}" for text in unscored_warnings(results)]    # written, not scored
              f"({_md(e.message, False)})" for r in results for e in r.exercises if e.flags]
     look += [f"- {_md(text, False)}" for text in duplicate_warnings(results)]
+    look += [f"- {_md(text, False)}" for text in unscored_warnings(results)]    # written, not scored
     if look:
         lines += ["## Needs a look", ""] + look + [""]
     seconds = sum(r.duration_s for r in results)
