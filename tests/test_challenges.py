@@ -304,7 +304,7 @@ def test_the_grader_gives_the_solutions_full_marks_and_names_planted_mistakes(tm
     assert out.returncode == 0, out.stderr
     reports = {(r["student"], r["assignment"]): r for r in
                (json.loads(p.read_text()) for p in submission_reports(tmp_path / "report"))}
-    for name, full in (("07_find_the_bug", 12), ("08_predict", 6), ("09_transfer", 5)):
+    for name, full in (("07_find_the_bug", 12), ("08_predict", 6), ("09_transfer", 10)):
         ada = reports["ada", name]
         assert ada["score"] == ada["max_score"] == full, ada
         assert not any(e["flags"] for e in ada["exercises"]), ada
@@ -334,15 +334,56 @@ def transfer(parts, *edits) -> dict:
     for old, new in edits:
         assert old in src, old
         src = src.replace(old, new)
-    ns = {"torch": torch, "F": F, "nn": nn, "rearrange": rearrange, "mine": parts}
+    ns = {"torch": torch, "F": F, "nn": nn, "rearrange": rearrange, "mine": parts,
+          "ReadoutProject": parts._loaded["01_tokens_and_hooks"].ReadoutProject}
     exec(src, ns)  # noqa: S102 - our own solution notebook
-    return {"parts": parts, "head": ns["MyDepthAnythingHead"]}
+    return {"parts": parts, "head": ns["MyDepthAnythingHead"], "dpt_large": ns["MyDPTLargeHead"],
+            "readout": ns["ReadoutProject"]}
 
 
-def test_the_transfer_solution_matches_transformers(parts, capsys):
+def dpt_large(obj: dict) -> dict:
+    return {"parts": obj["parts"], "readout": obj["readout"], "head": obj["dpt_large"]}
+
+
+def test_the_transfer_solutions_match_transformers(parts, capsys):
     checks.transfer_depth_anything(transfer(parts), device="cpu")
+    checks.transfer_dpt_large(dpt_large(transfer(parts)), device="cpu")
     out = capsys.readouterr().out
     assert "✓ transfer_depth_anything: passed" in out and "transformers' DepthAnythingForDepthEstimation" in out
+    assert "✓ transfer_dpt_large: passed" in out and "transformers' DPTForDepthEstimation" in out
+
+
+@pytest.mark.parametrize("edits,message", [
+    ([("(5, 11, 17, 23), 16", "(4, 10, 16, 22), 16")], "one block early"),
+    ([("(5, 11, 17, 23), 16", "(2, 5, 8, 11), 16")], "DPT-Base's"),
+    ([("if level.shape[-2:] != path.shape[-2:]:", "if False:"),
+      ("path = self.fusion[3](levels[3])", "path = self.fusion[3](levels[3])[..., :levels[2].shape[-2], "
+                                           ":levels[2].shape[-1]]")], "transformers' DPT does not crop"),
+    ([("return F.relu(self.head(path)).squeeze(1)", "return self.head(path).squeeze(1)")], "ends with a ReLU"),
+    ([("grids = [mine.tokens_to_grid(r(t), nh, nw)", "grids = [mine.tokens_to_grid(t[:, 1:], nh, nw)")],
+     "each hooked layer has a ReadoutProject of its own"),
+])
+def test_planted_dpt_large_mistakes_are_named(parts, edits, message):
+    obj = transfer(parts, *edits)
+    if message == "each hooked layer has a ReadoutProject of its own":     # no readout modules at all
+        obj = transfer(parts, *edits, ("self.readout = nn.ModuleList(ReadoutProject(hidden_size) for _ in range(4))",
+                                       "self.readout = None"))
+    assert message in verdict(checks.transfer_dpt_large, dpt_large(obj))
+
+
+def test_the_readout_order_mistake_is_named(parts):
+    """The learner's ReadoutProject (from 01) joined the other way round: its own check names it first."""
+    from dptlearn.course.answers import Answers, Parts
+    right = parts._loaded["01_tokens_and_hooks"].ReadoutProject
+
+    class Flipped(right):
+        def forward(self, x):
+            patches = x[:, 1:]
+            return self.project(torch.cat([x[:, :1].expand_as(patches), patches], dim=-1))
+    obj = dpt_large(transfer(parts))
+    msg = verdict(checks.transfer_dpt_large, {**obj, "readout": Flipped})
+    assert msg.startswith("transfer_dpt_large: your ReadoutProject from 01_tokens_and_hooks.ipynb is wrong")
+    assert "concatenation order" in msg
 
 
 def test_the_transfer_reference_is_transformers_itself():

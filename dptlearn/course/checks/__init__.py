@@ -20,7 +20,7 @@ sandboxed kernel): see ``harness.py``.
     dust3r.py      notebook 06   MyDUSt3RHead, convert_dust3r_state_dict (the capstone: the learner's parts)
     bugs.py        notebook 07   bug_* (find the bug: the fix, and nothing else changed)
     predict.py     notebook 08   predict_shapes, predict_params (written down before running, graded exactly)
-    transfer.py    notebook 09   transfer_depth_anything (DA-V2-S's head from the learner's parts, vs transformers)
+    transfer.py    notebook 09   transfer_depth_anything, transfer_dpt_large (the learner's parts, vs transformers)
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from .head import ConfActivation, DepthActivation, HeadSequential, Postprocess, 
 from .predict import PredictParams, PredictShapes
 from .reassemble import ReassembleBranchCheck, ReassembleCheck
 from .tokens import ApplyReadout, HookIndices, ReadoutProjectCheck, SelectHookedTokens
-from .transfer import DA_PARTS, TransferDepthAnything
+from .transfer import DA_PARTS, DL_PARTS, TransferDepthAnything, TransferDPTLarge
 
 hook_indices = HookIndices()
 select_hooked_tokens = SelectHookedTokens()
@@ -67,7 +67,8 @@ convert_dust3r_state_dict = ConvertDust3rStateDict(MyDUSt3RHead.part_checks)
 
 _CHALLENGES: dict[str, Check] = {c.name: c for c in (
     BugGrid(), BugAlign(), BugCrop(), BugReadout(), BugExp(), BugInplace(), PredictShapes(), PredictParams(),
-    TransferDepthAnything({name: _BEFORE_CAPSTONE[name] for name in DA_PARTS}))}
+    TransferDepthAnything({name: _BEFORE_CAPSTONE[name] for name in DA_PARTS}),
+    TransferDPTLarge({name: _BEFORE_CAPSTONE[name] for name in DL_PARTS}))}
 globals().update(_CHALLENGES)   # checks.bug_fuse_levels, checks.predict_shapes, ...
 
 CHECKS: dict[str, Check] = {**_BEFORE_CAPSTONE, MyDUSt3RHead.name: MyDUSt3RHead,

@@ -83,6 +83,7 @@ class Capstone(Check):
     """The parts first (each judged by its own check), then the learner's head; see the module docstring."""
 
     forbidden = ("dptlearn",)       # the whole head: every part of it is the learner's by now
+    notebook_of = PART_NOTEBOOK     # part -> the notebook it comes from, for messages
 
     def __init__(self, part_checks: dict[str, Check]):
         """``part_checks``: each part's own check by name, in the order of PARTS (the registry's instances)."""
@@ -119,7 +120,7 @@ class Capstone(Check):
             try:
                 self.part_checks[name].judge(sub, segment)
             except CheckFailed as e:
-                where = f"your {name} from {PART_NOTEBOOK[name]}.ipynb"
+                where = f"your {name} from {self.notebook_of[name]}.ipynb"
                 why = str(e).removeprefix(f"{name}: ")
                 if why.startswith("not implemented yet"):
                     self.fail(f"{where} is not written yet (it raises NotImplementedError): write it there, save "

@@ -22,6 +22,7 @@ import copy
 
 import torch
 
+from ..answers import PART_NOTEBOOK
 from .dust3r import Capstone
 from .harness import Case, build, call, generator, load, randomize_
 
@@ -56,16 +57,16 @@ def hf_depth_anything(seed: int):
     return model
 
 
-def centre_last_conv(model, tokens: list, nh: int, nw: int) -> None:
-    """Set the last conv's bias to minus the median of its output on ``tokens``: half the pixels fall below
-    zero before the last ReLU, so a missing ReLU shows and the comparison keeps half the map."""
+def centre_last_conv(conv, run) -> None:
+    """Set ``conv``'s bias (the model's last conv) to minus the median of its output in ``run()``: half the
+    pixels fall below zero before the last ReLU, so a missing ReLU shows and the comparison keeps half the map."""
     seen = []
-    handle = model.head.conv3.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    handle = conv.register_forward_hook(lambda _m, _i, out: seen.append(out))
     try:
         with torch.no_grad():
-            model.head.conv3.bias.zero_()
-            model.head(model.neck(tokens, nh, nw), nh, nw)
-            model.head.conv3.bias.fill_(-float(seen[0].median()))
+            conv.bias.zero_()
+            run()
+            conv.bias.fill_(-float(seen[0].median()))
     finally:
         handle.remove()
 
@@ -91,7 +92,8 @@ class TransferDepthAnything(Capstone):
         g = generator(self.name, seed, 1)
         layers = [[torch.randn(B, 1 + nh * nw, DA_WIDTH, generator=g) for _ in range(12)] for nh, nw in GRIDS]
         model = hf_depth_anything(seed)
-        centre_last_conv(model, [layers[0][h] for h in DA_HOOKS], *GRIDS[0])
+        hooked = [layers[0][h] for h in DA_HOOKS]
+        centre_last_conv(model.head.conv3, lambda: model.head(model.neck(hooked, *GRIDS[0]), *GRIDS[0]))
         ref = from_hf(model)                                          # dptlearn's copy: the known mistakes
         state = {k.removeprefix("dpt."): v for k, v in ref.state_dict().items()}
         head = len(plan)
@@ -144,3 +146,121 @@ class TransferDepthAnything(Capstone):
                          candidates=self.mistakes(case.data["ref"], tokens, size))
         return (f"your {len(DA_PARTS)} parts pass their checks; your head equals transformers' "
                 f"DepthAnythingForDepthEstimation (DA-V2-S widths, random weights) on an odd and an even grid")
+
+
+# ============================================================================ DPT-Large's readout `project` head
+
+DL_HOOKS, DL_LAYERS, DL_PATCH = (5, 11, 17, 23), 24, 16
+DL_CONFIG = (16, (4, 8, 16, 16), 8)          # MyDPTLargeHead(hidden_size, layer_dims, feature_dim): course-sized
+DL_PARTS = ("patch_grid", "tokens_to_grid", "select_hooked_tokens", "ReadoutProject", "Reassemble",
+            "ResidualConvUnit", "FusionBlock", "RegressionHead")
+DL_HOOK_SLIPS = (((4, 10, 16, 22), "hooks one block early: DPT-Large taps every sixth of its 24 blocks, 0-based "
+                                   "(lecture 09's table)"),
+                 ((2, 5, 8, 11), "hooks [2, 5, 8, 11] are DPT-Base's (a 12-block ViT-B); DPT-Large has 24 blocks"),
+                 ((0, 12, 18, 23), "hooks [0, 12, 18, 23] follow DUSt3R's rule; DPT-Large taps every sixth block"))
+
+
+def hf_dpt_large(seed: int):
+    """transformers' DPTForDepthEstimation with DPT-Large's layout (24 blocks, hooks [5, 11, 17, 23], readout
+    'project') at the course-sized widths of DL_CONFIG, seeded weights (its ViT is never run)."""
+    import transformers
+
+    width, dims, dim = DL_CONFIG
+    cfg = transformers.DPTConfig(hidden_size=width, num_hidden_layers=DL_LAYERS, num_attention_heads=2,
+                                 intermediate_size=8, image_size=2 * DL_PATCH, patch_size=DL_PATCH,
+                                 backbone_out_indices=list(DL_HOOKS), readout_type="project",
+                                 neck_hidden_sizes=list(dims), fusion_hidden_size=dim)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = transformers.DPTForDepthEstimation(cfg).eval()
+    g = generator("transfer_dpt_large.weights", seed, 0)
+    randomize_(model.neck, g)
+    randomize_(model.head, g)
+    return model
+
+
+class TransferDPTLarge(TransferDepthAnything):
+    """DPT-Large's readout ``project`` head from the learner's parts, against transformers'
+    ``DPTForDepthEstimation`` (random weights); built at a course-sized width, ``MyDPTLargeHead(*DL_CONFIG)``."""
+
+    name = "transfer_dpt_large"
+    notebook_of = {**PART_NOTEBOOK, "ReadoutProject": "01_tokens_and_hooks"}
+
+    def part_plans(self, seed: int) -> tuple[list, list]:
+        """As for Depth Anything; ReadoutProject is not a capstone part: the learner hands it in as ``readout``."""
+        from .dust3r import scoped
+        plan, parts = [], []
+        for name in DL_PARTS:
+            sub = self.part_checks[name].case(seed)
+            parts.append((name, sub, len(plan), len(plan) + len(sub.plan)))
+            steps = scoped(sub.plan, name)
+            plan += [{**st, "of": ["readout"]} for st in steps] if name == "ReadoutProject" else steps
+        return plan, parts
+
+    def make_case(self, seed):
+        from ...hf import from_hf
+
+        plan, parts = self.part_plans(seed)
+        g = generator(self.name, seed, 1)
+        width = DL_CONFIG[0]
+        layers = [[torch.randn(B, 1 + nh * nw, width, generator=g) for _ in range(DL_LAYERS)] for nh, nw in GRIDS]
+        model = hf_dpt_large(seed)
+        hooked = [layers[0][h] for h in DL_HOOKS]
+        centre_last_conv(model.head.head[4], lambda: model.head(model.neck(hooked, *GRIDS[0])))
+        ref = from_hf(model)
+        state = {k.removeprefix("dpt."): v for k, v in ref.state_dict().items()}
+        head = len(plan)
+        plan += [{**build(*DL_CONFIG, what=f"MyDPTLargeHead{DL_CONFIG}", slot="head"), "of": ["head"]},
+                 load(state, slot="head")]
+        runs = []
+        for (nh, nw), tokens in zip(GRIDS, layers):
+            size = (DL_PATCH * nh, DL_PATCH * nw)
+            with torch.no_grad():
+                want = model.head(model.neck([tokens[h] for h in DL_HOOKS], nh, nw))   # (B, H', W')
+            plan.append(call(tokens, size, fn="head", what=f"your head(24 layers (2, 1 + {nh * nw}, {width}), {size})"))
+            runs.append((tokens, size, want))
+        return Case(plan, {"parts": parts, "ref": ref, "head": head, "runs": runs})
+
+    def mistakes(self, ref, tokens, size) -> list:
+        def hooks(h):
+            return lambda: ref([tokens[i] for i in h], size)
+
+        def variant(change):
+            def run():
+                m = copy.deepcopy(ref)
+                change(m.dpt)
+                return m([tokens[i] for i in DL_HOOKS], size)
+            return run
+
+        def readout_first(dpt):
+            with torch.no_grad():
+                for r in dpt.readout:
+                    w = r.project[0].weight
+                    c = w.shape[1] // 2
+                    w.copy_(torch.cat([w[:, c:], w[:, :c]], dim=1))
+
+        out = [(msg, hooks(h)) for h, msg in DL_HOOK_SLIPS]
+        out += [("readout concatenation order: DPT joins [patch token, CLS token] along the channels, patch "
+                 "features first (lecture 01, section 5)", variant(readout_first)),
+                ("the head ends with a ReLU after its last conv (relative inverse depth is never negative)",
+                 variant(lambda dpt: setattr(dpt.head, "activation", None)))]
+        return out
+
+    def verify(self, case, results):
+        i = self.judge_parts(case, results)
+        self.weights_loaded(case, results, i, i + 1, hint=lambda m, u, s: (
+            "readout 'project': each hooked layer has a ReadoutProject of its own (readout.0-3, your 01 answer)"
+            if any(k.startswith("readout.") for k in m) else
+            "the check loads dptlearn's names: readout.0-3 (your ReadoutProjects), reassemble, fusion.0-3 (fusion.3 "
+            "without a skip unit) and head (your RegressionHead with last_dim 32)"))
+        for k, (tokens, size, want) in enumerate(case.data["runs"]):
+            got = self.value(case, results, i + 2 + k)
+            nh, nw = size[0] // DL_PATCH, size[1] // DL_PATCH
+            self.compare(got, want, label=f"depth on the {nh}x{nw} grid", dims="(B, H', W')", result=results[i + 2 + k],
+                         shape_hints={(B, *size): "on an odd grid transformers' DPT does not crop: it resizes the finer "
+                                                  "level to the doubled path, so the map grows (lecture 09, the odd "
+                                                  "grid's three answers)",
+                                      (B, 1, *want.shape[-2:]): "depth is (B, H', W'): drop the channel axis"},
+                         candidates=self.mistakes(case.data["ref"], tokens, size))
+        return (f"your {len(DL_PARTS)} parts pass their checks; your head equals transformers' DPTForDepthEstimation "
+                f"(DPT-Large's layout, readout 'project', random weights) on an odd and an even grid")
