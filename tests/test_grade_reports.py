@@ -22,6 +22,7 @@ import pytest
 
 from dptlearn.course import exercises
 from dptlearn.course.grading import grade, reportdir
+from dptlearn.course.grading.classfiles import write_class_files
 from dptlearn.course.grading.report import (ExerciseResult, Result, gradebook_csv, summary_csv,
                                             summary_md, write_result, write_summaries)
 from dptlearn.course.grading.reportdir import (MANIFEST, ReportDirError, fresh_report_dir, merge,
@@ -266,7 +267,7 @@ def write_run(folder: Path, submissions: list[str], results: list[Result],
     with fresh_report_dir(folder) as out:
         for r in results:
             write_result(out, r)
-        write_summaries(out, results)
+        write_class_files(out, results)
         write_manifest(out, run_manifest(fixture_assignments(), submissions, results, shard, 1.0))
 
 
@@ -659,7 +660,7 @@ def test_shards_and_merge_equal_one_run_on_the_fixture(tmp_path):
 
     assert scores(tmp_path / "one") == [("Jane Roe", 4), ("alice", 4), ("doejane", 4)]
     one, merged = (folder_files(tmp_path / f) for f in ("one", "merged"))
-    assert sorted(merged) == sorted(one) and len(one) == 3 * 2 + 3
+    assert sorted(merged) == sorted(one) and len(one) == 3 * 2 + 4 + 3 * 2   # + feedback/
     assert merged["gradebook.csv"] == one["gradebook.csv"]
 
     def without_messages(text: bytes) -> list[dict]:   # each run draws its own secret inputs,

@@ -17,7 +17,8 @@ import pytest
 
 from dptlearn.course.grading import grade
 from dptlearn.course.grading.report import ExerciseResult, Result
-from dptlearn.course.grading.reportdir import MANIFEST, ReportDirError, merge
+from dptlearn.course.grading.merging import merge
+from dptlearn.course.grading.reportdir import MANIFEST, ReportDirError
 from dptlearn.course.grading.secret import ENV, SecretError, Seeds, class_secret
 
 sys.path.insert(0, str(Path(__file__).parent / "grading"))

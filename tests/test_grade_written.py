@@ -16,7 +16,8 @@ import pytest
 
 from dptlearn.course import exercises
 from dptlearn.course.grading import grade
-from dptlearn.course.grading.reportdir import ReportDirError, merge
+from dptlearn.course.grading.merging import merge
+from dptlearn.course.grading.reportdir import ReportDirError
 
 sys.path.insert(0, str(Path(__file__).parent / "grading"))
 import crafted  # noqa: E402

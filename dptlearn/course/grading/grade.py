@@ -46,8 +46,10 @@ from pathlib import Path
 from ..exercises import Assignment, SourceError, read_assignments, repo_root
 from . import safetext
 from .files import hard_link_notes
-from .report import Result, write_partial_junit, write_result, write_summaries
-from .reportdir import (ReportDirError, fresh_report_dir, merge_main, refused_status, run_manifest,
+from .classfiles import write_class_files
+from .report import Result, write_partial_junit, write_result
+from .merging import main as merge_main
+from .reportdir import (ReportDirError, fresh_report_dir, refused_status, run_manifest,
                         write_manifest)
 from .processes import grade_all
 from .secret import Seeds, SecretError
@@ -170,7 +172,7 @@ def _grade_into(results: list[Result], assignments: list[Assignment], opts: Sett
         write_reports(opts.report_dir, r)
         progress(safetext.line(f"{r.score:>4}/{r.max_score:<4} {r.duration_s:6.1f}s  "
                                f"{r.submission}" + (f"  ({r.error})" if r.error else ""), 600))
-    write_summaries(opts.report_dir, results)
+    write_class_files(opts.report_dir, results)
 
 
 def write_reports(report_dir: Path, r: Result) -> None:

@@ -18,8 +18,10 @@ import sys
 from pathlib import Path
 
 from . import reportdir
-from .reportdir import ReportDirError, merge, read_report_dir
+from .report import Result
+from .reportdir import ReportDirError, read_report_dir
 from .secret import ENV as SECRET_ENV
+from .written import ManualScoresError, apply_scores
 
 
 def _check_regrade(folder: Path, manifest: dict, base: dict) -> None:
@@ -74,9 +76,20 @@ def amend(entries: list[tuple], manifest: dict, regrades: list[Path], manual: Pa
     for folder in regrades:
         entries = regrade(entries, manifest, folder, say)
     if manual is not None:
-        from .written import apply_scores
-        entries = apply_scores(entries, manual, say)
+        try:
+            entries = apply_scores(entries, manual, say)
+        except ManualScoresError as exc:
+            raise ReportDirError(str(exc)) from None
     return entries
+
+
+def merge(folders: list[Path], out: Path, regrades: list[Path] = (), manual: Path | None = None,
+          say=print) -> list[Result]:
+    """``reportdir.merge`` of the shard folders, then the later runs in ``regrades`` in their
+    students' place and ``manual`` (the teacher's scores of written answers) filled in."""
+    regrades = [Path(f) for f in regrades]
+    return reportdir.merge(folders, out, regrades,
+                           lambda entries, manifest: amend(entries, manifest, regrades, manual, say))
 
 
 def main(argv: list[str]) -> int:

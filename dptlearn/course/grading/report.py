@@ -307,11 +307,8 @@ def gradebook_csv(results: list[Result]) -> str:
 
 
 def write_summaries(report_dir: Path, results: list[Result]) -> None:
-    """summary.csv, summary.md, gradebook.csv, feedback/ and written-answers.csv of ``results``."""
+    """summary.csv, summary.md and gradebook.csv of ``results`` (the rest of the class files:
+    ``classfiles.write_class_files``)."""
     for name, text in (("summary.csv", summary_csv(results)), ("summary.md", summary_md(results)),
                        ("gradebook.csv", gradebook_csv(results))):
         (report_dir / name).write_text(text, encoding="utf-8")
-    from .feedback import write_feedback   # imports this module
-    from .written import write_sheet
-    write_feedback(report_dir, results)
-    write_sheet(report_dir, results)

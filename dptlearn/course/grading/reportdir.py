@@ -21,7 +21,8 @@ from pathlib import Path
 from ..exercises import Assignment
 from . import safetext
 from .feedback import FOLDER as FEEDBACK
-from .report import Result, write_result, write_summaries
+from .classfiles import write_class_files
+from .report import Result, write_result
 from .secret import ENV as SECRET_ENV, Seeds
 
 MANIFEST = "dptlearn-report.json"
@@ -229,13 +230,15 @@ def _check_compatible(folders: list[Path], manifests: list[dict]) -> None:
                              f"report folder")
 
 
-def merge(folders: list[Path], out: Path, regrades: list[Path] = (), manual: Path | None = None,
-          say=print) -> list[Result]:
-    """Merge shard report folders into ``out``, as one run over all submissions would write;
-    then the later runs in ``regrades`` replace their students' results, and ``manual`` (the
-    teacher's scores of written answers) is filled in (``merging.amend``)."""
+def merge(folders: list[Path], out: Path, also: list[Path] = (), amend=None) -> list[Result]:
+    """Merge shard report folders into ``out``, as one run over all submissions would write.
+
+    ``amend(entries, manifest) -> entries`` may change the results before they are written
+    (``merging.py``: regrades, the teacher's scores); ``also``: the other folders it reads, which
+    ``out`` must not replace either."""
     folders = [Path(f) for f in folders]
-    real = [f.resolve() for f in [*folders, *map(Path, regrades)]]
+    regrades = [Path(f) for f in also]
+    real = [f.resolve() for f in [*folders, *regrades]]
     for i, f in enumerate(real):
         if f in real[:i]:
             raise ReportDirError(f"{[*folders, *regrades][i]} is given twice")
@@ -257,9 +260,8 @@ def merge(folders: list[Path], out: Path, regrades: list[Path] = (), manual: Pat
                 "wall_s": [s for m in manifests for s in m["wall_s"]]}
     # (result, the folder its files are in, their stem there, whether its JSON is rewritten)
     entries = [(r, folder, r.name, False) for folder, (_, rs) in zip(folders, read) for r in rs]
-    if regrades or manual is not None:
-        from .merging import amend
-        entries = amend(entries, manifest, [Path(f) for f in regrades], manual, say)
+    if amend is not None:
+        entries = amend(entries, manifest)
     results = [r for r, *_ in entries]
     with fresh_report_dir(out) as fresh:
         for r, folder, stem, rewrite in entries:
@@ -268,15 +270,9 @@ def merge(folders: list[Path], out: Path, regrades: list[Path] = (), manual: Pat
                 write_result(fresh, r)
             else:
                 shutil.copyfile(folder / f"{stem}.json", fresh / f"{r.name}.json")
-        write_summaries(fresh, results)
+        write_class_files(fresh, results)
         write_manifest(fresh, {**manifest, "reports": sorted(r.name for r in results)})
     return results
-
-
-def merge_main(argv: list[str]) -> int:
-    """``dptlearn-grade merge`` (the command line is in ``merging.py``)."""
-    from .merging import main
-    return main(argv)
 
 
 def refused_status(results: list[Result]) -> int:

@@ -76,7 +76,7 @@ def write_sheet(report_dir: Path, results: list[Result]) -> None:
 
 
 class ManualScoresError(ValueError):
-    pass
+    """The teacher's sheet cannot be used (the message names the row and why)."""
 
 
 def read_scores(path: Path) -> dict[tuple[str, str], tuple[int | None, str]]:
@@ -104,15 +104,11 @@ def read_scores(path: Path) -> dict[tuple[str, str], tuple[int | None, str]]:
 
 def apply_scores(entries: list[tuple], path: Path, say) -> list[tuple]:
     """``entries`` (as ``reportdir.merge`` keeps them) with the teacher's points put in."""
-    from .reportdir import ReportDirError
-    try:
-        scores = read_scores(Path(path))
-    except ManualScoresError as exc:
-        raise ReportDirError(str(exc)) from None
+    scores = read_scores(Path(path))
     known = {(r.name, e.id): e for r, *_ in entries for e in r.exercises if e.kind == "written"}
     unknown = sorted(set(scores) - set(known))
     if unknown:
-        raise ReportDirError(f"--manual {path}: no written answer {unknown[0][1]!r} in report "
+        raise ManualScoresError(f"--manual {path}: no written answer {unknown[0][1]!r} in report "
                              f"{unknown[0][0]!r} ({len(unknown)} such row(s)); use the rows of "
                              f"the report's {SHEET}")
     out, scored = [], 0
@@ -123,7 +119,7 @@ def apply_scores(entries: list[tuple], path: Path, say) -> list[tuple]:
             if e.kind != "written" or points is None:
                 continue
             if points > e.max_points:
-                raise ReportDirError(f"--manual {path}: {e.id} of {r.name} gets {points} points, "
+                raise ManualScoresError(f"--manual {path}: {e.id} of {r.name} gets {points} points, "
                                      f"more than its {e.max_points}")
             e.points, e.passed, e.unscored = points, points == e.max_points, False
             e.message = safetext.line(f"scored by your teacher: {points}/{e.max_points}"
