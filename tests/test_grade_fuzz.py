@@ -28,7 +28,7 @@ from dptlearn.course.grading import report, untrusted
 
 markdown_it = pytest.importorskip("markdown_it", reason="markdown-it-py renders summary.md")
 MD = markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"])
-INERT_TAGS = {"h1", "h2", "p", "table", "thead", "tbody", "tr", "th", "td", "code", "ul", "li", "strong"}
+INERT_TAGS = {"h1", "h2", "h3", "p", "table", "thead", "tbody", "tr", "th", "td", "code", "ul", "li", "strong"}
 
 DANGEROUS = ("\u202a\u202e\u2066\u2069\u200b\u200d\ufeff\x00\x01\x08\x0b\x0c\x1b\x1f\x7f\x85"
              "*_~`|\\[]()<>!&#:@=+-\n\t\r\ud800\udfff\udce9\ufffe")

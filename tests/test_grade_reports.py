@@ -514,8 +514,13 @@ def test_summary_md_shows_flags_notes_and_errors():
     md = summary_md(teacher_results())
     assert md.index("## 02_rearrange") < md.index("## 03_reassemble") < md.index("## Not graded")
     assert ("| `doejane` | `subs/doejane_55_1_02.ipynb` | `02_rearrange` | **0/3** | "
-            "✗ 0/3: `AssertionError: token 1` ⚑ forgery attempt |") in md
-    assert "✗ 0/2: `AssertionError: wrong \\| factor`" in md          # table-safe
+            "✗ 0/3 ⚑ forgery attempt |") in md                 # a short table: points and flags
+    table, messages = md.split("### Messages", 1)[1].split("## 03_reassemble")[1].split("### Messages")
+    assert "AssertionError" not in table                        # the messages are below it
+    assert ("- `alice`, `subs/alice/03.ipynb`:\n  - `factor` ✗ 0/2: `AssertionError: wrong | factor`"
+            in messages)
+    assert "- `doejane`, `subs/doejane_55_1_02.ipynb`:\n  - `grid` ✗ 0/3: `AssertionError: token 1` " \
+           "⚑ forgery attempt" in md
     assert "✓ 2/2 ⚑ identical to the reference" in md
     assert "- `bob`: `subs/bob/junk.ipynb`: `not graded: no assignment matches 'junk.ipynb'`" in md
     look = md[md.index("## Needs a look"):]
@@ -571,7 +576,7 @@ def test_summary_md_shows_untrusted_text_as_plain_text():
     md = summary_md(hostile_results())
     html = markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(md)
     assert set(re.findall(r"<([a-z0-9]+)", html)) <= {
-        "h1", "h2", "p", "table", "thead", "tbody", "tr", "th", "td", "code", "ul", "li", "strong"}
+        "h1", "h2", "h3", "p", "table", "thead", "tbody", "tr", "th", "td", "code", "ul", "li", "strong"}
     assert ("<code>&lt;img src=x onerror=alert(1)&gt; ![p](https://evil.example/p.png) "
             "[✓ 1/1 passed](https://evil.example) `code` &lt;!-- \\[x](y)</code>") in html
     assert "<td><code>&lt;b&gt;eve&lt;/b&gt; [x](y)</code></td>" in html

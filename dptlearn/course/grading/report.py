@@ -201,15 +201,29 @@ def _flags(e: ExerciseResult) -> str:
     return ", ".join(FLAG_WORDS.get(f) or _md(f) for f in e.flags)
 
 
-def _md_cell(e: ExerciseResult, run_failed: bool) -> str:
+def _md_cell(e: ExerciseResult, message: bool = False) -> str:
+    """A table cell: points and flags; the message goes below the table (``_md_messages``)."""
     mark = f"{'…' if e.unscored else '✓' if e.passed else '✗'} {e.points}/{e.max_points}"
-    if not e.passed and not run_failed:         # a run-level error is shown once, in "score"
-        mark += f": {_md(e.message)}"
+    if message:
+        mark += f": {_md(e.message, False)}"
     return mark + (f" ⚑ {_flags(e)}" if e.flags else "")
 
 
+def _md_messages(mine: list[Result]) -> list[str]:
+    """Below an assignment's table: per submission, the message of each exercise that lost
+    points (a run-level error is shown once, in the table's score)."""
+    lines = []
+    for r in mine:
+        lost = [e for e in r.exercises if not e.passed and not r.error]
+        if lost:
+            lines.append(f"- {_md(r.student or '', False)}, {_md(r.submission, False)}:")
+            lines += [f"  - {_md(e.id, False)} {_md_cell(e, message=True)}" for e in lost]
+    return ["### Messages", "", *lines, ""] if lines else []
+
+
 def summary_md(results: list[Result]) -> str:
-    """One table per assignment (student × exercise), then what needs the teacher's eye."""
+    """One short table per assignment (student × exercise: points and flags), the messages below
+    it per submission, then what needs the teacher's eye."""
     results = ordered(results)
     lines = ["# Grading summary", ""]
     for name in sorted({r.assignment for r in results if r.assignment}):
@@ -221,11 +235,12 @@ def summary_md(results: list[Result]) -> str:
                   "|---|---|---|---|" + "---|" * len(cols)]
         for r in mine:
             by_id = {e.id: e for e in r.exercises}
-            cells = [_md_cell(by_id[c], bool(r.error)) if c in by_id else "" for c in cols]
+            cells = [_md_cell(by_id[c]) if c in by_id else "" for c in cols]
             score = f"**{r.score}/{r.max_score}**" + (f" ({_md(r.error)})" if r.error else "")
             lines.append(f"| {_md(r.student or '')} | {_md(r.submission)} | {_md(name)} | {score} | "
                          + " | ".join(cells) + " |")
         lines.append("")
+        lines += _md_messages(mine)
     ungraded = [r for r in results if not r.assignment]
     if ungraded:
         lines += ["## Not graded", ""]
