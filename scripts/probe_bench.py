@@ -20,7 +20,6 @@ import time
 
 import torch
 
-from dptlearn.dust3r import dust3r_dpt_head
 from dptlearn.linear_head import LinearHead
 from dptlearn.train import load_pretrained, probe
 from dptlearn.train.data import SyntheticScenes
@@ -28,7 +27,7 @@ from dptlearn.train.data import SyntheticScenes
 # The recipe docs/training.md quotes; every value can be overridden on the command line.
 # DPT head widths: the shipped model's own head is feature_dim 32 / last_dim 16 / layer_dims 16..128; the probe's
 # DPT head is half as wide (layer_dims scale with feature_dim), which costs ~0.4x per step.
-RUN = dict(train_scenes=512, test_scenes=64, steps=600, batch_size=16, lr=8e-3, linear_lr=2e-2, warmup=20,
+RUN = dict(train_scenes=512, test_scenes=64, steps=600, batch_size=16, lr=8e-3, linear_lr=5e-2, warmup=50,
            feature_dim=16, seed=0, test_seed=10_000, threads=1)
 
 
@@ -38,15 +37,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
     # --threads: torch intra-op threads, 0 = torch's default. The probe's tensors are small and the machine is often
     # shared: one thread is about as fast as two there and never stalls on a descheduled partner.
+    p.add_argument("--save", default="", help="write both trained heads here (the shipped file: "
+                   "dptlearn/train/weights/probe_heads.pt)")
     return p.parse_args(argv)
-
-
-def dpt_for(model, feature_dim: int):
-    """A DUSt3R DPT head for the backbone's tokens, `feature_dim` wide (layer_dims 0.5x, 1x, 2x, 4x of it)."""
-    c = model.config
-    return dust3r_dpt_head(enc_embed_dim=c.enc_embed_dim, dec_embed_dim=c.dec_embed_dim, dec_depth=c.dec_depth,
-                           patch_size=c.patch_size, feature_dim=feature_dim, last_dim=feature_dim // 2,
-                           layer_dims=tuple(feature_dim * k // 2 for k in (1, 2, 4, 8)), device="cpu")
 
 
 def main(argv: list[str]) -> int:
@@ -68,11 +61,11 @@ def main(argv: list[str]) -> int:
     dist = probe.edge_distance(test_data["depth1"], test_data["mask1"])
     print(f"{time.perf_counter() - t0:.1f}s", flush=True)
 
-    results = {}
-    for i, (name, build, lr) in enumerate((("dpt", lambda: dpt_for(model, a.feature_dim), a.lr),
+    results, heads = {}, {}
+    for i, (name, build, lr) in enumerate((("dpt", lambda: probe.probe_dpt_head(c, a.feature_dim), a.lr),
                                            ("linear", lambda: LinearHead(c.dec_embed_dim, c.patch_size), a.linear_lr))):
         torch.manual_seed(a.seed)
-        head = build()
+        head = heads[name] = build()
         n_params = sum(p.numel() for p in head.parameters())
         print(f"[{i + 2}/4] {name} head, {n_params:,} parameters, lr {lr:g}", flush=True)
         hist = probe.train_head(head, train_tok, train_data, size, steps=a.steps, batch_size=a.batch_size, lr=lr,
@@ -104,9 +97,15 @@ def main(argv: list[str]) -> int:
              "within 120 s": seconds <= 120}
     for goal, met in goals.items():
         print(f"goal {goal}: {'met' if met else 'not met'}")
-    print(json.dumps({"dpt_absrel": round(dpt["absrel"], 4), "linear_absrel": round(lin["absrel"], 4),
-                      "dpt_edge_absrel": round(dpt["edge_absrel"], 4),
-                      "linear_edge_absrel": round(lin["edge_absrel"], 4), "seconds": round(seconds, 1)}))
+    numbers = {"dpt_absrel": round(dpt["absrel"], 4), "linear_absrel": round(lin["absrel"], 4),
+               "dpt_edge_absrel": round(dpt["edge_absrel"], 4), "linear_edge_absrel": round(lin["edge_absrel"], 4),
+               "seconds": round(seconds, 1)}
+    if a.save:
+        recipe = {k: getattr(a, k) for k in RUN}
+        digest = probe.save_probe_heads(a.save, heads["dpt"], heads["linear"],
+                                        {**recipe, "torch": str(torch.__version__), "results": numbers})
+        print(f"wrote {a.save} (sha256 {digest})")
+    print(json.dumps(numbers))
     return 0
 
 

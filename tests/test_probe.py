@@ -73,6 +73,15 @@ def test_patch_seams_is_one_for_a_ramp_and_four_for_a_ramp_with_steps_at_the_bor
     assert math.isclose(probe.patch_seams(blocky, mask, 4), 4.0, rel_tol=1e-6)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small tensors: one torch thread is as fast, and does not stall on a busy machine; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
@@ -100,7 +109,7 @@ def test_training_a_linear_head_on_frozen_tokens_lowers_its_loss_and_leaves_the_
     for _ in range(2):
         torch.manual_seed(0)
         head = LinearHead(64, patch_size=8)
-        hist = probe.train_head(head, tokens, data, (64, 96), steps=40, batch_size=4, lr=2e-2, warmup=5,
+        hist = probe.train_head(head, tokens, data, (64, 96), steps=30, batch_size=4, lr=5e-2, warmup=5,
                                 log_every=10, progress=False)
         runs.append(hist["loss"])
     first, last = runs[0][0], runs[0][-1]
@@ -119,14 +128,30 @@ def test_train_head_refuses_labels_for_other_scenes(tiny):
         probe.train_head(LinearHead(64, patch_size=8), tokens, half, (64, 96), steps=1, progress=False)
 
 
-def test_probe_bench_prints_one_json_line_with_the_five_numbers():
+def test_probe_bench_prints_one_json_line_with_the_five_numbers_and_saves_heads_that_load(tmp_path, tiny):
     spec = importlib.util.spec_from_file_location("probe_bench", ROOT / "scripts" / "probe_bench.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = io.StringIO()
+    saved = tmp_path / "probe_heads.pt"
     with contextlib.redirect_stdout(out):
         assert bench.main(["--train-scenes", "8", "--test-scenes", "4", "--steps", "2", "--batch-size", "2",
-                           "--threads", "0"]) == 0
+                           "--threads", "0", "--save", str(saved)]) == 0
     last = json.loads(out.getvalue().strip().splitlines()[-1])
     assert set(last) == {"dpt_absrel", "linear_absrel", "dpt_edge_absrel", "linear_edge_absrel", "seconds"}
     assert all(isinstance(v, float) and v > 0 for v in last.values())
+    model = tiny[0]
+    heads, meta = probe.load_probe_heads(model.config, saved)
+    assert meta["steps"] == 2 and meta["results"] == last
+    assert heads["linear"].proj.weight.shape == (4 * 8 * 8, 64)
+    assert heads["dpt"].dpt.fusion[0].out_conv.weight.shape == (16, 16, 1, 1)      # feature_dim 16
+    saved.write_bytes(saved.read_bytes() + b"x")
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        probe.load_probe_heads(model.config, saved)
+
+
+def test_the_shipped_probe_heads_load_and_match_their_recorded_config(tiny):
+    heads, meta = probe.load_probe_heads(tiny[0].config)
+    assert (meta["train_scenes"], meta["steps"], meta["feature_dim"]) == (512, 600, 16)   # scripts/probe_bench.py RUN
+    assert set(meta["results"]) == {"dpt_absrel", "linear_absrel", "dpt_edge_absrel", "linear_edge_absrel", "seconds"}
+    assert sum(p.numel() for p in heads["linear"].parameters()) == 64 * 256 + 256

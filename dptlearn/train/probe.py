@@ -15,17 +15,26 @@ and measures the error where the two heads differ:
                       than `jump` of the smaller one, or a valid pixel next to an invalid one), chessboard metric
     absrel_by_distance  pixel-pooled AbsRel (after per-image median alignment) in bins of that distance
     patch_seams       how much larger the depth steps across the p x p patch borders are than inside patches
+
+`make probe-bench` also writes the two heads it trained (`save_probe_heads`): weights/probe_heads.pt, read by
+`load_probe_heads` (SHA-256 checked, weights_only), so lecture 11 can show heads trained at full length.
 """
 from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ..dust3r import dust3r_dpt_head
+from ..linear_head import LinearHead
 from .loop import ProgressBar, depth_metrics, lr_factor
 from .losses import conf_regression_loss
+from .pretrained import check_state_dict, expected_sha256, sha256_file
+
+PROBE_WEIGHTS = Path(__file__).parent / "weights" / "probe_heads.pt"
 
 NEAR_EDGE = 2          # "near a depth edge": at most this many pixels away (fixed before any run was made)
 BINS = ((0, 0), (1, 1), (2, 3), (4, 7), (8, None))   # distance bins for the by-distance table, pixels
@@ -185,3 +194,46 @@ def evaluate_head(pred: dict[str, torch.Tensor], data: dict[str, torch.Tensor], 
     m = depth_metrics(pred["depth"], data["depth1"], data["mask1"], "median", conf=pred["conf"])
     m["edge_absrel"] = near_edge_absrel(pred["depth"], data["depth1"], data["mask1"], dist)
     return m
+
+
+def probe_dpt_head(config, feature_dim: int = 16):
+    """A DUSt3R DPT head for a TinyDUSt3RConfig's tokens, `feature_dim` wide (last_dim half of it, layer_dims
+    0.5x, 1x, 2x, 4x of it), in eval mode on the CPU. The model's own head is feature_dim 32."""
+    return dust3r_dpt_head(enc_embed_dim=config.enc_embed_dim, dec_embed_dim=config.dec_embed_dim,
+                           dec_depth=config.dec_depth, patch_size=config.patch_size, feature_dim=feature_dim,
+                           last_dim=feature_dim // 2, layer_dims=tuple(feature_dim * k // 2 for k in (1, 2, 4, 8)),
+                           device="cpu")
+
+
+def save_probe_heads(path, dpt, linear, meta: dict) -> str:
+    """Both heads' float32 weights + meta (the recipe, the held-out numbers) to `path`, its SHA-256 to
+    `path`.sha256. Returns the digest."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {name: {k: v.detach().cpu().float() for k, v in head.state_dict().items()}
+             for name, head in (("dpt", dpt), ("linear", linear))}
+    torch.save({"state_dict": state, "meta": meta}, path)
+    digest = sha256_file(path)
+    Path(f"{path}.sha256").write_text(f"{digest}  {path.name}\n")
+    return digest
+
+
+def load_probe_heads(config, path=None) -> tuple[dict, dict]:
+    """({'dpt': head, 'linear': LinearHead}, meta) as `make probe-bench` trained them on `config`'s tokens
+    (default: the shipped weights/probe_heads.pt, its SHA-256 checked first), in eval mode on the CPU."""
+    path = Path(path) if path is not None else PROBE_WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"expected probe heads at {path}, not found (`make probe-bench` writes them with --save)")
+    want, got = expected_sha256(path), sha256_file(path)
+    if want != got:
+        raise ValueError(f"checksum mismatch for {path}: expected sha256 {want}, got {got}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or set(ckpt) != {"state_dict", "meta"} or set(ckpt["state_dict"]) != {"dpt", "linear"}:
+        raise ValueError(f"expected {{'state_dict': {{'dpt', 'linear'}}, 'meta'}} in {path}")
+    meta = ckpt["meta"]
+    heads = {"dpt": probe_dpt_head(config, int(meta["feature_dim"])),
+             "linear": LinearHead(config.dec_embed_dim, config.patch_size).eval()}
+    for name, head in heads.items():
+        check_state_dict(head.state_dict(), ckpt["state_dict"][name], f"{path} ({name})")
+        head.load_state_dict(ckpt["state_dict"][name])
+    return heads, meta
