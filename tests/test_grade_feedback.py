@@ -152,3 +152,28 @@ def test_feedback_renders_in_chromium_with_only_that_students_data(tmp_path, bro
         assert errors == []
     finally:
         page.close()
+
+
+def test_a_capstone_zero_is_linked_to_the_misnamed_notebook(tmp_path):
+    """06 scored 0 because 03 was missing from the sandbox; the student's 03, handed in as
+    homework.ipynb without metadata, matched no assignment: summary.md and the feedback say so."""
+    from dptlearn.course.grading.report import summary_md
+    needs = ("MyDUSt3RHead: 06_dust3r_head needs your answers from 03_reassemble.ipynb in the same "
+             "folder (/grade/work), and it is not there. Keep all your exercise notebooks together")
+
+    def capstone(student):
+        r = result(student, f"subs/{student}/06_dust3r_head.ipynb",
+                   [ex("MyDUSt3RHead", 0, 6, needs), ex("convert_dust3r_state_dict", 0, 4, needs)])
+        r.assignment, r.max_score = "06_dust3r_head", 10
+        return r
+    lost = Result("subs/alice/homework.ipynb", "alice__homework", None, 0, 0, [],
+                  error="not graded: no assignment matches 'homework.ipynb'", student="alice",
+                  student_from="folder", student_folder="subs/alice")
+    results = [capstone("alice"), lost, capstone("bob")]        # bob handed in no 03 at all
+    look = summary_md(results).split("## Needs a look", 1)[1]
+    assert ("06_dust3r_head scored 0 because it needs 03_reassemble.ipynb; this student's "
+            "'homework.ipynb' matched no assignment") in look
+    assert look.count("scored 0 because it needs") == 1
+    write_feedback(tmp_path, results)
+    assert "'homework.ipynb' matched no assignment" in (tmp_path / "feedback" / "alice.md").read_text()
+    assert "matched no assignment" not in (tmp_path / "feedback" / "bob.md").read_text()

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import safetext
+from .capstone import capstone_notes
 from .report import FLAG_WORDS, Result, duplicate_warnings, ordered
 from .sandboxed.cells import cell_exercise, cell_tags, source_of
 from .submissions import safe_name
@@ -107,6 +108,7 @@ def student_view(mine: list[Result]) -> StudentView:
         if r.assignment and (r.assignment not in best or r.score > best[r.assignment].score):
             best[r.assignment] = r
     notes += [safetext.line(w, 1000) for w in duplicate_warnings(mine)]
+    notes += [safetext.line(note, 1000) for _, note in capstone_notes(mine)]
     unscored = sum(1 for r in mine for e in r.exercises if getattr(e, "unscored", False))
     return StudentView(safetext.line(first.student or "unknown", 200),
                        safetext.line(first.student_id or "", 100),

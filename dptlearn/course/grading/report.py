@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import safetext
+from .capstone import capstone_notes
 
 GRADEBOOK_ID_COLUMNS = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
 GRADEBOOK_TOTAL = "dptlearn total"
@@ -254,6 +255,8 @@ def summary_md(results: list[Result]) -> str:
              f"({_md(e.message, False)})" for r in results for e in r.exercises if e.flags]
     look += [f"- {_md(text, False)}" for text in duplicate_warnings(results)]
     look += [f"- {_md(text, False)}" for text in unscored_warnings(results)]    # written, not scored
+    look += [f"- {_md(r.submission, False)}: {_md(note, False)}"
+             for r, note in capstone_notes(results)]              # a capstone's 0 and its cause
     if look:
         lines += ["## Needs a look", ""] + look + [""]
     seconds = sum(r.duration_s for r in results)
