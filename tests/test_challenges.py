@@ -1,4 +1,4 @@
-"""The challenge exercises of issue #23 item 3: find the bug (solutions/07) and predict (solutions/08).
+"""The challenge exercises of issue #23 item 3: find the bug (solutions/12) and predict (solutions/13).
 
 - find the bug: the notebook's given cell is the check's ``BUGGY`` code and its solution the check's
   ``FIXED``; the fix passes, the given code fails, and planted wrong answers (a wrong fix, a change
@@ -33,7 +33,7 @@ from dptlearn.course.exercises import BEGIN, END
 from _helpers import run_grader, submission_reports
 
 ROOT = Path(__file__).resolve().parents[1]
-BUGS_NB, PREDICT_NB = ROOT / "solutions" / "07_find_the_bug.ipynb", ROOT / "solutions" / "08_predict.ipynb"
+BUGS_NB, PREDICT_NB = ROOT / "solutions" / "12_find_the_bug.ipynb", ROOT / "solutions" / "13_predict.ipynb"
 BUG_CHECKS = [bugs.BugGrid, bugs.BugAlign, bugs.BugCrop, bugs.BugReadout, bugs.BugExp, bugs.BugInplace]
 _N = [0]
 
@@ -304,12 +304,12 @@ def test_the_grader_gives_the_solutions_full_marks_and_names_planted_mistakes(tm
     assert out.returncode == 0, out.stderr
     reports = {(r["student"], r["assignment"]): r for r in
                (json.loads(p.read_text()) for p in submission_reports(tmp_path / "report"))}
-    for name, full in (("07_find_the_bug", 12), ("08_predict", 6), ("09_transfer", 10)):
+    for name, full in (("12_find_the_bug", 12), ("13_predict", 6), ("09_transfer", 10)):
         ada = reports["ada", name]
         assert ada["score"] == ada["max_score"] == full, ada
         assert not any(e["flags"] for e in ada["exercises"]), ada
-    bob = {e["id"]: e for name in ("07_find_the_bug", "08_predict") for e in reports["bob", name]["exercises"]}
-    assert reports["bob", "07_find_the_bug"]["score"] == 8 and reports["bob", "08_predict"]["score"] == 0
+    bob = {e["id"]: e for name in ("12_find_the_bug", "13_predict") for e in reports["bob", name]["exercises"]}
+    assert reports["bob", "12_find_the_bug"]["score"] == 8 and reports["bob", "13_predict"]["score"] == 0
     assert "you dropped the first row(s)" in bob["bug_fuse_levels"]["message"]
     assert "nearest-neighbour upsampling" in bob["bug_fusion_block"]["message"]
     assert "fusion.3 only doubles the coarsest level" in bob["predict_shapes"]["message"]

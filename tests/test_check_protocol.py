@@ -84,7 +84,7 @@ def run(name: str, student, seed: int = 0):
 
 
 def test_solutions_cover_every_check():
-    assert set(SOLUTIONS) == set(CHECKS) and len(CHECKS) == 31     # 21 + 10 challenges (07, 08, 09)
+    assert set(SOLUTIONS) == set(CHECKS) and len(CHECKS) == 31     # 21 + 10 challenges (09, 12, 13)
 
 
 @pytest.mark.parametrize("seed", [0, 987654321])
@@ -129,7 +129,7 @@ def _flat(obj) -> list:
     return [obj]
 
 
-# the predict challenges (08) have no inputs: their answer is a fact of DUSt3R's or DPT-Large's head, the same
+# the predict challenges (13) have no inputs: their answer is a fact of DUSt3R's or DPT-Large's head, the same
 # under every seed (tests/test_challenges.py: their plan is one "value" step)
 SEEDED = sorted(set(CHECKS) - {"predict_shapes", "predict_params"})
 

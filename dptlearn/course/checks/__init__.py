@@ -18,8 +18,8 @@ sandboxed kernel): see ``harness.py``.
     fusion.py      notebook 04   residual_conv_unit, ResidualConvUnit, crop_to, FusionBlock, fuse_pyramid
     head.py        notebook 05   RegressionHead, head_sequential, depth_activation, conf_activation, postprocess
     dust3r.py      notebook 06   MyDUSt3RHead, convert_dust3r_state_dict (the capstone: the learner's parts)
-    bugs.py        notebook 07   bug_* (find the bug: the fix, and nothing else changed)
-    predict.py     notebook 08   predict_shapes, predict_params (written down before running, graded exactly)
+    bugs.py        notebook 12   bug_* (find the bug: the fix, and nothing else changed)
+    predict.py     notebook 13   predict_shapes, predict_params (written down before running, graded exactly)
     transfer.py    notebook 09   transfer_depth_anything, transfer_dpt_large (the learner's parts, vs transformers)
 """
 from __future__ import annotations

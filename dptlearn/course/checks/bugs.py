@@ -1,4 +1,4 @@
-"""Checks of the find-the-bug challenges (solutions/07_find_the_bug.ipynb).
+"""Checks of the find-the-bug challenges (solutions/12_find_the_bug.ipynb).
 
 Each exercise hands out a plausible function (``BUGGY``, the notebook's given cell, kept equal to
 it by tests/test_challenges.py) with one silent bug of a kind the other checks name. The learner

@@ -1,4 +1,4 @@
-"""Checks of the predict challenges (solutions/08_predict.ipynb), written down before anything runs:
+"""Checks of the predict challenges (solutions/13_predict.ipynb), written down before anything runs:
 every shape of DUSt3R's head on a portrait 336x512 image (W x H: the lectures trace the landscape
 512x336, so no lecture output holds these), and the parameter counts of DPT-Large's head (the
 lectures count DUSt3R's).
