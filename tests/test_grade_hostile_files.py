@@ -228,6 +228,59 @@ def test_every_report_file_parses(files_run):
     json.loads((report / "dptlearn-report.json").read_text(encoding="utf-8"), strict=True)
 
 
+# ----------------------------------------------------------------------------- grader bugs
+
+def test_a_grader_bug_on_one_submission_costs_that_submission(tmp_path, monkeypatch, capsys):
+    """Isolation is a property of the pipeline: the grader's own code raising (with a lone surrogate
+    in its message) while staging, running, scoring or reporting one submission, simulated at each
+    place, refuses that submission only, with one line naming its file; the classmate is graded."""
+    from dptlearn.course.grading import grade, processes, reportdir, staging
+    from dptlearn.course.grading.settings import Settings
+
+    places = ("staging", "running", "scoring", "reporting")
+    subs = []
+    for student in [f"crash_{p}" for p in places] + ["honest"]:
+        path = tmp_path / "class" / student / hf.NB
+        path.parent.mkdir(parents=True)
+        nb = crafted.solution_nb()
+        nb["metadata"]["student"] = student
+        path.write_text(json.dumps(nb))
+        subs.append(str(path))
+
+    def crash(place):
+        raise RuntimeError(f"boom \ud800 in {place}")
+
+    def wrap(real, place, hit):
+        return lambda *args, **kw: crash(place) if hit(*args) else real(*args, **kw)
+
+    monkeypatch.setattr(staging, "prepare", wrap(
+        staging.prepare, "staging", lambda nb, a: nb["metadata"].get("student") == "crash_staging"))
+    monkeypatch.setattr(processes.ClassRun, "run_group", wrap(
+        processes.ClassRun.run_group, "running",
+        lambda run, group, *rest: any("crash_running" in s.result.submission for s in group)))
+    monkeypatch.setattr(processes, "score", wrap(
+        processes.score, "scoring", lambda s, *rest: "crash_scoring" in s.result.submission))
+    monkeypatch.setattr(grade, "write_result", wrap(      # a bug its zeros no longer meet
+        grade.write_result, "reporting", lambda d, r: "crash_reporting" in r.submission and not r.refused))
+    opts = Settings(crafted.SOLUTIONS, tmp_path / "report", timeout=20, jobs=2, inputs=[str(tmp_path / "class")])
+    results = {Path(r.submission).parent.name: r for r in grade.grade(subs, opts, progress=lambda s: None)}
+    assert reportdir.refused_status(list(results.values())) == REFUSED_EXIT
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("graded 1 submission(s), 4 refused: ") and "crash_staging/01_fixture" in last
+    for place in places:
+        r = results[f"crash_{place}"]
+        assert r.refused and r.score == 0 and len(r.exercises) == 3, r
+        assert r.error == f"grader error while {place} 01_fixture.ipynb: RuntimeError: boom \\ud800 in {place}"
+        assert all(e.points == 0 and e.message == r.error for e in r.exercises)
+        data = json.loads((opts.report_dir / f"{r.name}.json").read_text(encoding="utf-8"), strict=True)
+        assert data["refused"] and data["error"] == r.error
+        ET.parse(opts.report_dir / f"{r.name}.junit.xml")
+    honest = results["honest"]
+    assert (honest.score, honest.error, honest.refused, honest.notes) == (crafted.MAX_SCORE, None, False, [])
+    look = (opts.report_dir / "summary.md").read_text(encoding="utf-8").split("## Needs a look", 1)[1]
+    assert all(f"crash_{p}/01_fixture.ipynb`: ⚑ refused: `grader error while {p}" in look for p in places), look
+
+
 # ----------------------------------------------------------------------------- transformers
 
 REPO_SOLUTIONS = ROOT / "solutions"

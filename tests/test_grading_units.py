@@ -140,7 +140,8 @@ def test_an_unreadable_answer_is_a_forgery_never_judged(tmp_path):
 def staged_notebook(**notes) -> StagedNotebook:
     a = Assignment("01_fixture", Path("01_fixture.ipynb"), {"cells": []},
                    [Exercise("add", points=1), Exercise("grid", points=2)])
-    return StagedNotebook(Result("ann/01_fixture.ipynb", "ann__01_fixture"), a, {}, 60.0, **notes)
+    return StagedNotebook(Result("ann/01_fixture.ipynb", "ann__01_fixture"), a, {"cells": []}, 60.0,
+                          **notes)          # a staged notebook always has cells (scoring reads them)
 
 
 def test_a_notebook_scores_each_exercise_from_its_own_answer(tmp_path):

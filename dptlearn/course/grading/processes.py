@@ -168,7 +168,7 @@ class ClassRun:
                         None if reports else "not graded: pytest reported nothing for this notebook"))
                     s.result.duration_s = sum(r["time"] for r in reports) if reports else elapsed
                 except Exception as exc:  # noqa: BLE001 - costs this notebook, not the class
-                    grader_error(s.result, "scoring", exc)
+                    grader_error(s.result, "scoring", exc, s.assignment)
 
     def run_isolated(self, group: list[StagedNotebook]) -> None:
         """``run_group``; an exception of the grader's own code costs this group only."""
@@ -176,7 +176,7 @@ class ClassRun:
             self.run_group(group)
         except Exception as exc:  # noqa: BLE001 - one student's notebooks, not the class run
             for s in group:
-                grader_error(s.result, "running", exc)
+                grader_error(s.result, "running", exc, s.assignment)
 
     def over_student_limit(self) -> str:
         return (f"not graded: this student's notebooks ran past the grader's limit of "

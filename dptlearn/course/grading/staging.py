@@ -111,7 +111,7 @@ def stage(result: Result, assignments: list[Assignment], timeout: float,
 
     ``forms``: the reference's normal forms (``integrity.reference_forms``)."""
     path = Path(result.path)
-    nb = None
+    nb = a = None
     try:
         nb = read_submission(path)
         a = find_assignment(nb, path, assignments, result.notes)
@@ -131,7 +131,7 @@ def stage(result: Result, assignments: list[Assignment], timeout: float,
         fail_all(result, a, safetext.line(exc))
         result.refused = isinstance(exc, Refused)
     except Exception as exc:  # a grader bug must cost one submission, not the class run
-        grader_error(result, "staging", exc)
+        grader_error(result, "staging", exc, a)
     return None
 
 
@@ -147,12 +147,14 @@ def fail_all(result: Result, a: Assignment | None, message: str) -> None:
     result.exercises = [ExerciseResult(ex, 0, pts, False, message) for ex, pts in exercises]
 
 
-def grader_error(result: Result, where: str, exc: BaseException) -> None:
+def grader_error(result: Result, where: str, exc: BaseException,
+                 a: Assignment | None = None) -> None:
     """The grader's own code failed on this one submission while ``where`` (reading, staging,
-    running, scoring, reporting) it: 0 for all of it, refused, one line that names the file."""
+    running, scoring, reporting) it: 0 for all of it (every exercise of ``a``, else of those it
+    has), refused, one line that names the file."""
     name = safetext.path_text(os.path.basename(result.path))
-    fail_all(result, None, safetext.line(f"grader error while {where} {name}: "
-                                         f"{type(exc).__name__}: {exc}", 400))
+    fail_all(result, a, safetext.line(f"grader error while {where} {name}: "
+                                      f"{type(exc).__name__}: {exc}", 400))
     result.refused = True
 
 
