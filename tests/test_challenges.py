@@ -403,8 +403,8 @@ def test_the_transfer_reference_is_transformers_itself():
 @pytest.mark.parametrize("edits,message", [
     ([("(2, 5, 8, 11), 14", "(0, 5, 8, 11), 14")], "DUSt3R's rule"),
     ([("(2, 5, 8, 11), 14", "(1, 4, 7, 10), 14")], "one block early"),
-    ([("path = self.fuse(3, levels[3], None, levels[2].shape[-2:])",
-       "path = self.fuse(3, levels[3], None, (2 * levels[3].shape[-2], 2 * levels[3].shape[-1]))"
+    ([("path = fuse(3, levels[3], None, levels[2].shape[-2:])",
+       "path = fuse(3, levels[3], None, (2 * levels[3].shape[-2], 2 * levels[3].shape[-1]))"
        "[..., :levels[2].shape[-2], :levels[2].shape[-1]]")], "you cropped the doubled coarsest path"),
     ([("depth = F.relu(self.head.predict(", "depth = (self.head.predict(")], "ends with a ReLU"),
     ([("size=tuple(image_size), mode", "scale_factor=2, mode")], "not x2"),
