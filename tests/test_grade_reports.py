@@ -676,3 +676,20 @@ def test_shards_and_merge_equal_one_run_on_the_fixture(tmp_path):
     assert rows[1:] == [["alice", "", "", "alice", "", "4", "4"],
                         ["doejane", "12", "", "", "", "4", "4"],
                         ["Jane Roe", "", "", "", "", "4", "4"]]
+
+
+def test_report_names_carry_the_student():
+    """A student's second copy is named with the student (issue 22), LMS names keep theirs."""
+    from dptlearn.course.grading.reportnames import carry_students
+    paths = ["subs/alice/01_tokens_and_hooks.ipynb", "subs/alice/01_tokens_and_hooks (1).ipynb",
+             "subs/bob/02_rearrange.ipynb", "subs/carol/02_rearrange.ipynb",
+             "subs/doejane_12_345_01_tokens_and_hooks.ipynb",
+             "subs/Jane Doe_9_assignsubmission_file_/03.ipynb"]
+    results = [Result(p, n) for p, n in zip(paths, report_names(paths))]
+    assert results[1].name == "01_tokens_and_hooks__1_"            # as report_names gives it
+    assign_students(results, ["subs"])
+    carry_students(results)
+    assert [r.name for r in results] == [                      # only alice has two
+        "alice__01_tokens_and_hooks", "alice__01_tokens_and_hooks__1_", "bob__02_rearrange",
+        "carol__02_rearrange", "doejane_12_345_01_tokens_and_hooks", "03"]
+    assert len({r.name.casefold() for r in results}) == len(results)

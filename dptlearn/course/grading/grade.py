@@ -49,6 +49,7 @@ from .files import hard_link_notes
 from .classfiles import write_class_files
 from .report import Result, write_partial_junit, write_result
 from .merging import main as merge_main
+from .reportnames import carry_students
 from .reportdir import (ReportDirError, fresh_report_dir, refused_status, run_manifest,
                         write_manifest)
 from .processes import grade_all
@@ -130,6 +131,7 @@ def grade(submissions: list[str], opts: Settings, progress=print) -> list[Result
     t0 = time.perf_counter()
     results = entry_results(submissions)
     assign_students(results, [safetext.path_text(i) for i in opts.inputs])
+    carry_students(results)                     # alice__01 (1), not 01 (1): reportnames.py
     results = in_shard(results, opts.shard)      # names above come from the whole class
     try:
         with fresh_report_dir(opts.report_dir) as out:   # swapped in whole at the end
