@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,7 @@ from dptlearn.course.exercises import BEGIN, END, SourceError
 
 from _helpers import ROOT, code_cell as code, markdown_cell as md
 
-sys.path.insert(0, str(Path(__file__).parent / "grading"))
-import crafted  # noqa: E402
+from grading import crafted
 
 INTRO = ("### Exercise `{id}`\n\n**Difficulty:** ★☆☆ · **Time:** ~5 min · **Points:** {pts}\n\n"
          "<details><summary>Hint 1</summary>\n\nTry.\n</details>")

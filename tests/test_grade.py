@@ -18,6 +18,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -28,11 +29,9 @@ from dptlearn.course.grading.checkcells import CheckCellCall, parse_check_cell
 from dptlearn.course.grading.sandboxed import cells, warm
 from dptlearn.course.grading.settings import Settings
 
-sys.path.insert(0, str(Path(__file__).parent / "grading"))
-import crafted  # noqa: E402
-from _helpers import run_grader, submission_reports  # noqa: E402
+from grading import crafted
+from _helpers import ROOT, run_grader, submission_reports  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 CELL_TIMEOUT = "5"
 
 
@@ -40,51 +39,59 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+class GradedClass(NamedTuple):
+    """Every crafted submission graded once: the cases, the report folder, each file's SHA-256
+    before grading, the grader's process."""
+    cases: dict[str, crafted.Written]
+    report: Path
+    hashes: dict[Path, str]
+    proc: subprocess.CompletedProcess
+
+
 @pytest.fixture(scope="module")
-def class_run(tmp_path_factory):
-    """Grade every crafted submission once; return (cases, report dir, hashes, process)."""
+def class_run(tmp_path_factory) -> GradedClass:
+    """Grade every crafted submission once."""
     root = tmp_path_factory.mktemp("class")
     cases = crafted.write_cases(root / "subs")
     exercises.generate(crafted.SOLUTIONS, root / "released", crafted.LECTURES)
     stub = root / "subs" / "stub" / f"{crafted.ASSIGNMENT}.ipynb"
     stub.parent.mkdir()
     stub.write_bytes((root / "released" / f"{crafted.ASSIGNMENT}.ipynb").read_bytes())
-    cases["stub"] = (stub, 0)
+    cases["stub"] = crafted.Written(stub, 0)
     renamed = root / "subs" / "renamed" / "my homework.ipynb"    # matched by its metadata
     renamed.parent.mkdir()
     nb = json.loads(stub.read_text())
     for ex, (role, src) in {"add": ("solution", "def add(a, b):\n    return a + b")}.items():
         crafted.set_source(nb, ex, role, src)
     renamed.write_text(json.dumps(nb))
-    cases["renamed"] = (renamed, 1)
-    hashes = {p: sha256(p) for p, _ in cases.values()}
+    cases["renamed"] = crafted.Written(renamed, 1)
+    hashes = {c.path: sha256(c.path) for c in cases.values()}
     report = root / "report"
-    proc = run_grader(*[str(p) for p, _ in cases.values()], "--solutions", str(crafted.SOLUTIONS),
+    proc = run_grader(*[str(c.path) for c in cases.values()], "--solutions", str(crafted.SOLUTIONS),
                       "--report-dir", str(report), "--jobs", "4", "--timeout", CELL_TIMEOUT)
-    return cases, report, hashes, proc
+    return GradedClass(cases, report, hashes, proc)
 
 
 def result_of(class_run, case: str) -> dict:
-    cases, report, _, _ = class_run
-    path = str(cases[case][0])
-    for f in submission_reports(report):
+    path = str(class_run.cases[case].path)
+    for f in submission_reports(class_run.report):
         data = json.loads(f.read_text())
         if data["submission"] == path:
             return data
-    raise AssertionError(f"no JSON report for {path} in {report}")
+    raise AssertionError(f"no JSON report for {path} in {class_run.report}")
 
 
 ALL_CASES = list(crafted.CASES) + list(crafted.BROKEN) + ["stub", "renamed"]
 
 
 def test_grading_completes_with_status_0(class_run):
-    proc = class_run[3]
+    proc = class_run.proc
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("case", ALL_CASES)
 def test_expected_score(class_run, case):
-    expected = class_run[0][case][1]
+    expected = class_run.cases[case].score
     res = result_of(class_run, case)
     assert (res["score"], res["max_score"]) == (expected, crafted.MAX_SCORE), \
         json.dumps(res["exercises"], indent=1)
@@ -96,10 +103,10 @@ def test_expected_score(class_run, case):
 
 
 def test_submissions_are_byte_identical_afterwards(class_run):
-    cases, _, hashes, _ = class_run
-    changed = [str(p) for p, _ in cases.values() if sha256(p) != hashes[p]]
+    cases, hashes = class_run.cases, class_run.hashes
+    changed = [str(c.path) for c in cases.values() if sha256(c.path) != hashes[c.path]]
     assert changed == []
-    beside = [str(f) for p, _ in cases.values() for f in p.parent.iterdir() if f != p]
+    beside = [str(f) for c in cases.values() for f in c.path.parent.iterdir() if f != c.path]
     assert beside == [], "the grader wrote next to a submission"
 
 
@@ -142,7 +149,7 @@ def test_crashes_never_cost_more_than_their_exercise(class_run):
 
 
 def test_report_files_are_unique_and_complete(class_run):
-    cases, report, _, _ = class_run
+    cases, report = class_run.cases, class_run.report
     jsons = submission_reports(report)
     junits = sorted(report.glob("*.junit.xml"))
     assert len(jsons) == len(junits) == len(cases)     # every file is called 01_fixture.ipynb
@@ -155,7 +162,7 @@ def test_report_files_are_unique_and_complete(class_run):
 def test_junit_reports_the_verdicts(class_run):
     """The report's JUnit file has one testcase per exercise, failed exactly where the judge
     failed it (not where the sandbox's own report says)."""
-    _, report, _, _ = class_run
+    report = class_run.report
     for case, failed in (("mistake_grid", {"grid"}), ("tampered_checks", {"add", "grid", "factor"})):
         name = result_of(class_run, case)["name"]
         cases = [untrusted.cell_report(tc) for tc in
@@ -173,7 +180,7 @@ def test_check_cell_tampering_is_flagged(class_run):
 
 
 def test_class_summary(class_run):
-    cases, report, _, _ = class_run
+    cases, report = class_run.cases, class_run.report
     rows = list(csv.DictReader((report / "summary.csv").open(encoding="utf-8")))
     assert len(rows) == len(cases)
     row = next(r for r in rows if "mistake_factor" in r["submission"])
@@ -408,9 +415,10 @@ def test_oversized_notebooks_are_refused_at_intake(tmp_path, make, text):
 
 # ----------------------------------------------------------------------------- warm kernels
 
-PROBE = """import os, random, sys
+PROBE = """import os, random, subprocess, sys
+parent = subprocess.run(["ps", "-o", "args=", "-p", str(os.getppid())], capture_output=True, text=True)
 facts = {"pid": os.getpid(), "cwd": os.getcwd(), "path0": sys.path[0],
-         "parent": open(f"/proc/{os.getppid()}/cmdline").read().replace("\\0", " "),
+         "parent": parent.stdout,                  # ps, not /proc: macOS has no /proc
          "random": random.random(), "mpl": os.environ.get("MPLBACKEND"), "path": sys.path,
          "leak": "leak" in globals(), "preloaded": "colorsys" in sys.modules}
 leak = 1

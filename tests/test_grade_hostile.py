@@ -32,10 +32,9 @@ from dptlearn.course.grading import grade, limits, sandbox
 from dptlearn.course.grading.settings import Settings
 from dptlearn.course.grading.reportdir import MANIFEST
 
-sys.path.insert(0, str(Path(__file__).parent / "grading"))
-import crafted  # noqa: E402
+from _helpers import ROOT
+from grading import crafted
 
-ROOT = Path(__file__).resolve().parent.parent
 PROBLEM = sandbox.bwrap_problem()
 pytestmark = pytest.mark.skipif(PROBLEM is not None, reason=f"no sandbox: {PROBLEM}")
 

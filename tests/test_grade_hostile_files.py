@@ -26,20 +26,17 @@ import json
 import os
 import re
 import stat
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from _helpers import run_grader
+from _helpers import ROOT, run_grader
 from dptlearn.course.grading import safetext, sandbox
 
-sys.path.insert(0, str(Path(__file__).parent / "grading"))
-import crafted  # noqa: E402
-import hostile_files as hf  # noqa: E402
+from grading import crafted
+from grading import hostile_files as hf
 
-ROOT = Path(__file__).resolve().parent.parent
 PROBLEM = sandbox.bwrap_problem()
 pytestmark = pytest.mark.skipif(PROBLEM is not None, reason=f"no sandbox: {PROBLEM}")
 REFUSED_EXIT = 3

@@ -15,7 +15,6 @@ import json
 import random
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -32,8 +31,7 @@ from dptlearn.course.grading.submissions import (Student, assign_students, find_
                                                  parse_shard, report_names, shard_of)
 from dptlearn.course.grading.submissions import NAME_BYTES
 
-sys.path.insert(0, str(Path(__file__).parent / "grading"))
-import crafted  # noqa: E402
+from grading import crafted
 
 
 # ----------------------------------------------------------------------------- whose notebook

@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import io
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,7 @@ from dptlearn.course.grading.merging import merge
 from dptlearn.course.grading.reportdir import MANIFEST, ReportDirError
 from dptlearn.course.grading.secret import ENV, SecretError, Seeds, class_secret
 
-sys.path.insert(0, str(Path(__file__).parent / "grading"))
-import crafted  # noqa: E402
+from grading import crafted
 from test_grade_reports import class_results, folder_files, graded, write_run  # noqa: E402
 
 SECRET = "a3f1c9e07b2d4c58a1e6f0b3d9c2e7a4"

@@ -9,7 +9,6 @@ import csv
 import io
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,7 @@ from dptlearn.course.grading import grade
 from dptlearn.course.grading.merging import merge
 from dptlearn.course.grading.reportdir import ReportDirError
 
-sys.path.insert(0, str(Path(__file__).parent / "grading"))
-import crafted  # noqa: E402
+from grading import crafted
 
 QUESTION = "why_round_up"
 INTRO = ("### Exercise `why_round_up`: why the ×½ branch rounds up\n\n"

@@ -35,14 +35,12 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "grading"))
-import crafted  # noqa: E402
+from grading import crafted
 
 from dptlearn.course import exercises  # noqa: E402
 from dptlearn.course.grading.secret import ENV as SECRET_ENV, Seeds  # noqa: E402
-from _helpers import WORKFLOWS, actionlint, workflow  # noqa: E402
+from _helpers import ROOT, WORKFLOWS, actionlint, workflow  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 SECTION = "## From a fork to the gradebook"
 TAGS = {"teacher", "teacher-file", "teacher-slurm", "teacher-ci"}

@@ -9,6 +9,9 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import NamedTuple
+
+from _helpers import code_cell  # noqa: F401  (the one cell builder; tests call crafted.code_cell)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SOLUTIONS = FIXTURES / "solutions"
@@ -29,14 +32,6 @@ def cell(nb: dict, ex: str, role: str) -> dict:
 
 def set_source(nb: dict, ex: str, role: str, source: str) -> None:
     cell(nb, ex, role)["source"] = source.splitlines(keepends=True)
-
-
-def code_cell(source: str, tags: list[str] | None = None) -> dict:
-    c = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
-         "source": source.splitlines(keepends=True)}
-    if tags:
-        c["metadata"]["tags"] = tags
-    return c
 
 
 def insert_after(nb: dict, ex: str, role: str, new: dict) -> None:
@@ -176,8 +171,14 @@ BROKEN = {
 }
 
 
-def write_cases(root: Path) -> dict[str, tuple[Path, int]]:
-    """Write every case as ``root/<case>/01_fixture.ipynb``; return {case: (path, score)}."""
+class Written(NamedTuple):
+    """A crafted submission on disk and the score it must get."""
+    path: Path
+    score: int
+
+
+def write_cases(root: Path) -> dict[str, Written]:
+    """Write every case as ``root/<case>/01_fixture.ipynb``; return {case: Written(path, score)}."""
     out = {}
     base = solution_nb()
     for name, (edit, score) in CASES.items():
@@ -186,10 +187,10 @@ def write_cases(root: Path) -> dict[str, tuple[Path, int]]:
         path = root / name / f"{ASSIGNMENT}.ipynb"
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding="utf-8")
-        out[name] = (path, score)
+        out[name] = Written(path, score)
     for name, (data, score) in BROKEN.items():
         path = root / name / f"{ASSIGNMENT}.ipynb"
         path.parent.mkdir(parents=True)
         path.write_bytes(data)
-        out[name] = (path, score)
+        out[name] = Written(path, score)
     return out

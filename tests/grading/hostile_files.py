@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import crafted
+from grading import crafted
 
 BOMBS = Path(__file__).parent / "bombs"
 HONEST = {"add": 1, "grid": 2, "factor": 3}
