@@ -30,9 +30,8 @@ from dptlearn.course.checks import bugs, predict
 from dptlearn.course.checks.harness import CheckFailed
 from dptlearn.course.exercises import BEGIN, END
 
-from _helpers import run_grader, submission_reports
+from _helpers import ROOT, run_grader, submission_reports
 
-ROOT = Path(__file__).resolve().parents[1]
 BUGS_NB, PREDICT_NB = ROOT / "solutions" / "12_find_the_bug.ipynb", ROOT / "solutions" / "13_predict.ipynb"
 BUG_CHECKS = [bugs.BugGrid, bugs.BugAlign, bugs.BugCrop, bugs.BugReadout, bugs.BugExp, bugs.BugInplace]
 _N = [0]
