@@ -213,3 +213,21 @@ def test_stage_signatures_are_the_ones_the_exercises_ask_for(exercise, where):
     extras = [p for p in params if p.name not in positional]   # e.g. FusionBlock.forward's size=
     assert all(p.kind == p.KEYWORD_ONLY and p.default is not p.empty for p in extras), \
         f"{where}: parameters beyond the exercise's must be keyword-only with a default, got {extras}"
+
+
+def test_tests_share_one_root_and_no_path_hacks():
+    """Test modules take ROOT from _helpers and import tests/grading as a package; none puts a
+    folder on sys.path by hand or works out the checkout's root again."""
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        if path.name == "_helpers.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr in ("insert", "append", "extend") \
+                    and ast.unparse(node.func.value) == "sys.path":
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+            if isinstance(node, ast.Assign) and any(ast.unparse(t) in ("ROOT", "REPO") for t in node.targets) \
+                    and "__file__" in ast.unparse(node.value):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert found == [], "\n".join(found)
