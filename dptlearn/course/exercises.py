@@ -10,9 +10,10 @@ Usage::
     # YOUR CODE HERE
     raise NotImplementedError("Exercise <id>: replace this stub with your code — see notebooks/<lecture>.ipynb")
 
-Cells tagged ``solution-only`` and Markdown between ``<!-- BEGIN SOLUTION -->`` and
-``<!-- END SOLUTION -->`` are dropped, outputs and execution counts are cleared, and cell
-metadata is reduced to the tags (check cells are also marked non-editable and non-deletable).
+Cells tagged ``solution-only`` or ``spec`` (an authored exercise's inputs and test) and
+Markdown between ``<!-- BEGIN SOLUTION -->`` and ``<!-- END SOLUTION -->`` are dropped,
+outputs and execution counts are cleared, and cell metadata is reduced to the tags (check
+cells are also marked non-editable and non-deletable).
 The output is deterministic: re-running gives byte-identical files. ``--check`` writes nothing
 and exits 1 listing the files that differ from what would be generated (the drift test).
 
@@ -28,6 +29,7 @@ is shared with the grader. This module must not import the DPT head (it only rea
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
@@ -49,7 +51,8 @@ STUB = ('{indent}# YOUR CODE HERE\n'
         ' — see notebooks/{lecture}.ipynb")\n')
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 POINTS_MD_RE = re.compile(r"\*\*Points:\*\*\s*(\d+)")
-ROLE_TAGS = ("exercise", "solution", "check", "solution-only", "written")
+ROLE_TAGS = ("exercise", "solution", "check", "solution-only", "written", "spec")
+AUTHORED = "authored"       # checks.authored(<answer>): judged against the solution itself (spec)
 HINT_OPEN_RE = re.compile(r"<details><summary>Hint\b")
 NO_HINTS = "*This handout has no hints for this exercise: the card and the lecture are what you get.*"
 
@@ -68,6 +71,7 @@ class Exercise:
     check_name: str | None = None
     check_index: int | None = None           # index of the check cell in the notebook
     written_index: int | None = None         # a written answer: its Markdown answer cell
+    spec_index: int | None = None            # an authored exercise: its spec cell
     cell_indexes: list[int] = field(default_factory=list)
 
 
@@ -196,7 +200,25 @@ def _cell_problems(path, i, cell, exercises, intro_count, solution_count) -> lis
         problems += _check_cell_problems(where, i, cell, ex, tags, text)
     if "written" in tags:
         problems += _written_cell_problems(where, i, cell, ex, tags)
+    if "spec" in tags:
+        problems += _spec_cell_problems(where, i, cell, ex, tags, text)
     return problems
+
+
+def _spec_cell_problems(where, index, cell, ex, tags, text) -> list[str]:
+    """An authored exercise's spec: one code cell of Python, no other role (docs/authoring.md)."""
+    if cell.get("cell_type") != "code" or {"solution", "check", "written"} & set(tags):
+        return [f"{where}: a 'spec' cell must be a code cell with no 'solution', 'check' or "
+                f"'written' tag"]
+    if ex.spec_index is not None:
+        return [f"{where}: exercise {ex.id!r} has a second 'spec' cell (the first is cell "
+                f"{ex.spec_index})"]
+    ex.spec_index = index
+    try:
+        ast.parse(text)
+    except SyntaxError as exc:
+        return [f"{where}: the spec cell is not Python: line {exc.lineno}: {exc.msg}"]
+    return []
 
 
 def _points_tag(where, tags, ex, what) -> list[str]:
@@ -249,6 +271,9 @@ def _exercise_problems(path, nb, ex, intro_count, solution_count, lectures_dir) 
                         f"got {intro_count.get(ex.id, 0)}")
     else:
         problems += _intro_problems(where, nb, ex)
+    if (ex.spec_index is not None) != (ex.check_name == AUTHORED):
+        problems.append(f"{where}: an exercise checked against its solution has both a cell "
+                        f"tagged 'spec' and a check cell calling checks.{AUTHORED}(<answer>)")
     if ex.written_index is not None:            # a written answer: no solution, no check
         return problems + _lecture_problems(where, ex, lectures_dir)
     if not solution_count.get(ex.id):
@@ -352,7 +377,7 @@ def make_exercise_notebook(a: Assignment, hints: int | None = None) -> dict:
     cells = []
     for i, cell in enumerate(a.nb["cells"]):
         tags = tags_of(cell)
-        if "solution-only" in tags:
+        if "solution-only" in tags or "spec" in tags:     # a spec holds the secret inputs
             continue
         text = source_of(cell)
         if cell.get("cell_type") == "code" and "solution" in tags:

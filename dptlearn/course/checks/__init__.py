@@ -74,4 +74,16 @@ globals().update(_CHALLENGES)   # checks.bug_fuse_levels, checks.predict_shapes,
 CHECKS: dict[str, Check] = {**_BEFORE_CAPSTONE, MyDUSt3RHead.name: MyDUSt3RHead,
                             convert_dust3r_state_dict.name: convert_dust3r_state_dict, **_CHALLENGES}
 
-__all__ = list(CHECKS) + ["CHECKS", "Case", "Check", "CheckFailed"]
+
+
+def authored(answer, device=None) -> None:
+    """The check cell of an exercise checked against the teacher's own solution
+    (docs/authoring.md): its inputs and test are the teacher's, so nothing runs in the learner's
+    notebook; the grader runs ``answer`` on secret inputs and compares it with the solution."""
+    if answer is None:
+        raise CheckFailed("authored", "nothing to hand in yet: define your answer in the cell above")
+    print("answer handed in: the grader checks it against your teacher's solution, on inputs "
+          "it chooses, when grading")
+
+
+__all__ = list(CHECKS) + ["CHECKS", "Case", "Check", "CheckFailed", "authored"]
