@@ -162,6 +162,27 @@ def test_the_judge_compares_outside_with_the_teachers_test(course):
         unit.judge(case, mine)
 
 
+def test_an_answer_without_inputs_is_a_value_and_a_broken_spec_is_the_teachers_error(course):
+    nb = solution_nb()
+    nb["cells"][3] = code("def weighted_mean(x, w):\n    ### BEGIN SOLUTION\n    return 7\n"
+                          "    ### END SOLUTION\n\nANSWER = {'rows': 4, 'sizes': (3, 5.0)}\n",
+                          ["ex:wmean", "solution"])
+    nb["cells"][4] = code("rtol = 0.1", ["ex:wmean", "spec"])
+    nb["cells"][5] = code("checks.authored(ANSWER)", ["ex:wmean", "check", "points:2"])
+    nb["cells"][8] = code("def inputs(g):\n    return [(torch.nn.Linear(2, 2),)]\n", ["ex:unit", "spec"])
+    (course / f"{NB}.ipynb").write_text(json.dumps(nb))
+    value, unit = checks_of(course).values()
+    case = value.case(0)
+    assert case.plan == [{"op": "value", "what": "your answer"}]
+    assert value.judge(case, [{"value": {"rows": 4, "sizes": [3, 5.4]}}]) == (
+        "your answer agrees with the reference, within the tolerance")          # 5.4 is within rtol 0.1
+    with pytest.raises(AssertionError, match=r"^ANSWER: your answer: your output\['sizes'\]\[1\] is not "
+                                             r"the reference's value \(within atol 0 \+ rtol 0.1"):
+        value.judge(case, [{"value": {"rows": 4, "sizes": [3, 5.6]}}])
+    with pytest.raises(TypeError, match="the spec's input case 1 holds a Linear"):
+        unit.case(0)
+
+
 def test_differs_names_what_differs_without_the_reference_values():
     want = torch.tensor([1.0, 2.0, 3.0])
     assert differs(want.clone(), want) is None

@@ -68,6 +68,17 @@ def _plain(value: Any, where: str, depth: int = 0) -> None:
                     f"strings, None, and lists, tuples and dicts (str keys) of them")
 
 
+def _described(value: Any, depth: int = 0) -> str | None:
+    """The type name of the first object in ``value`` that ``probe.to_data`` could only describe."""
+    if isinstance(value, dict):
+        if "type" in value and set(value) <= {"type", "len"}:
+            return str(value["type"])
+        value = list(value.values())
+    if type(value) in (list, tuple) and depth < 9:
+        return next((k for v in value if (k := _described(v, depth + 1))), None)
+    return None
+
+
 class AuthoredCheck(Check):
     """The check of one authored exercise, made from its solution notebook (trusted code)."""
 
@@ -147,6 +158,11 @@ class AuthoredCheck(Check):
         if broken:
             raise RuntimeError(f"the reference raised {broken[0]['raised']}: "
                                f"{broken[0].get('message', '')}")
+        for k, r in enumerate(want, 1):
+            if "value" in r and (kind := _described(r["value"])):
+                raise TypeError(f"the reference's answer on case {k} holds a {kind}, which is not "
+                                f"data: an answer is compared as tensors, numbers, strings, None, "
+                                f"lists, tuples and dicts")
         return Case(plan, {"want": want})
 
     def verify(self, case: Case, results: list) -> str:
