@@ -9,6 +9,8 @@ answers with exact scores and messages.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -36,9 +38,9 @@ def md(src: str, tags: list[str] | None = None) -> dict:
             "source": src.splitlines(keepends=True)}
 
 
-def card(ex: str, title: str, points: int) -> dict:
+def card(ex: str, title: str, points: int, partial: str = "") -> dict:
     return md(f"### Exercise `{ex}`: {title}\n\n**Difficulty:** ★☆☆ · **Time:** ~5 min · "
-              f"**Points:** {points}\n\n<details><summary>Hint 1</summary>\n\nRe-read the "
+              f"**Points:** {points}{partial}\n\n<details><summary>Hint 1</summary>\n\nRe-read the "
               f"lecture.\n</details>\n", [f"ex:{ex}", "exercise", "lecture:01_intro"])
 
 
@@ -62,17 +64,23 @@ UNIT_SPEC = ("inputs = [torch.tensor([3.0, 4.0]), torch.tensor([0.0, -2.0, 0.0])
              '    assert torch.allclose(got, want, atol=1e-6), "right length, wrong direction"\n')
 
 
-def solution_nb() -> dict:
+PARTIAL = " · **Partial credit:** 1 point per case"
+
+
+def solution_nb(partial: bool = False) -> dict:
+    """The scratch course; ``partial``: unit is worth 3 points, 1 per case (item 5)."""
+    pts = 3 if partial else 1
     cells = [md("# Two exercises written in the notebook alone"),
              code("import torch\nfrom dptlearn import checks", []),
              card("wmean", "a weighted mean", 2),
              code(WMEAN, ["ex:wmean", "solution"]),
              code(WMEAN_SPEC, ["ex:wmean", "spec"]),
              code("checks.authored(weighted_mean)", ["ex:wmean", "check", "points:2"]),
-             card("unit", "a unit vector", 1),
+             card("unit", "a unit vector", pts, PARTIAL if partial else ""),
              code(UNIT, ["ex:unit", "solution"]),
-             code(UNIT_SPEC, ["ex:unit", "spec"]),
-             code("checks.authored(unit)", ["ex:unit", "check", "points:1"])]
+             code(UNIT_SPEC + ("\npartial = True     # 1 point per case\n" if partial else ""),
+                  ["ex:unit", "spec"]),
+             code("checks.authored(unit)", ["ex:unit", "check", f"points:{pts}"])]
     return {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                         "language": "python"}},
             "nbformat": 4, "nbformat_minor": 5}
@@ -183,6 +191,35 @@ def test_an_answer_without_inputs_is_a_value_and_a_broken_spec_is_the_teachers_e
         unit.case(0)
 
 
+def test_partial_credit_is_a_share_per_case_stated_on_the_card(course):
+    (course / f"{NB}.ipynb").write_text(json.dumps(solution_nb(partial=True)))
+    unit = checks_of(course)["unit"]
+    case = unit.case(0)
+    right = [{"value": torch.tensor([0.6, 0.8])}, {"value": torch.tensor([0.0, -1.0, 0.0])},
+             {"raised": "ValueError", "message": "zero"}]
+    assert unit.judge(case, right) == "3 case(s) agree with your teacher's test"
+    with pytest.raises(AssertionError, match=r"^unit: 2 of 3 cases pass \(2 of 3 points\); the first that "
+                                             r"fails: your answer on case 3 of 3 should raise ValueError, "
+                                             r"but it returned Tensor$") as failed:
+        unit.judge(case, right[:2] + [{"value": torch.zeros(3)}])
+    assert failed.value.points == 2
+    for card_says, spec_says, problem in (
+            ("", True, "its spec says partial = True but the intro cell lacks '\\*\\*Partial credit:"),
+            (PARTIAL, False, "the intro cell says '\\*\\*Partial credit:\\*\\*' but only a spec")):
+        nb = solution_nb(partial=True)
+        nb["cells"][6] = card("unit", "a unit vector", 3, card_says)
+        nb["cells"][8] = code(UNIT_SPEC + ("partial = True\n" if spec_says else ""), ["ex:unit", "spec"])
+        (course / f"{NB}.ipynb").write_text(json.dumps(nb))
+        with pytest.raises(exercises.SourceError, match=problem):
+            exercises.read_assignments(course)
+    nb = solution_nb(partial=True)          # 3 cases cannot share 2 points equally
+    nb["cells"][6] = card("unit", "a unit vector", 2, PARTIAL)
+    nb["cells"][9] = code("checks.authored(unit)", ["ex:unit", "check", "points:2"])
+    (course / f"{NB}.ipynb").write_text(json.dumps(nb))
+    with pytest.raises(ValueError, match="the exercise's 2 point\\(s\\) must be a multiple of its 3 case"):
+        checks_of(course)["unit"].case(0)
+
+
 def test_differs_names_what_differs_without_the_reference_values():
     want = torch.tensor([1.0, 2.0, 3.0])
     assert differs(want.clone(), want) is None
@@ -270,7 +307,8 @@ def scores(report: Path) -> dict:
 @pytest.mark.skipif(PROBLEM is not None, reason=f"no sandbox: {PROBLEM}")
 def test_the_grader_grades_right_wrong_and_forged_answers(course, tmp_path, monkeypatch):
     monkeypatch.setenv("DPTLEARN_GRADING_SECRET", "a class secret of the test, 32 chars")
-    notebooks = {"alice": solution_nb(),
+    (course / f"{NB}.ipynb").write_text(json.dumps(solution_nb(partial=True)))   # unit: 1 point per case
+    notebooks = {"alice": solution_nb(partial=True),
                  "bob": handout(course, tmp_path, {"wmean": WRONG_WMEAN, "unit": WRONG_UNIT}),
                  "carol": handout(course, tmp_path, {"wmean": OTHER_WMEAN, "unit": NO_ERROR_UNIT}),
                  "mallory": forged(course, tmp_path)}
@@ -286,18 +324,24 @@ def test_the_grader_grades_right_wrong_and_forged_answers(course, tmp_path, monk
     wrong_wmean = ("weighted_mean: your answer on case 1 of 3: your output has the right shape (4,) but 4 of 4 "
                    "values differ from the reference (atol 1e-06 + rtol 1e-05 × |reference|), the first at "
                    "index (0,)")
-    wrong_unit = "unit: your answer on case 1 of 3: your vector has length 0.714, not 1"      # 5/7
-    assert got["alice"] == (3, 3, {
+    # bob's L1 scaling: [3, 4] / 7 has length 5/7; [0, -2, 0] / 2 is right; 0 / 0 raises nothing
+    wrong_unit = ("unit: 1 of 3 cases pass (1 of 3 points); the first that fails: your answer on case 1 "
+                  "of 3: your vector has length 0.714, not 1")
+    assert got["alice"] == (5, 5, {
         "wmean": (2, "passed (3 case(s) agree with the reference, within the tolerance)", []),
-        "unit": (1, "passed (3 case(s) agree with your teacher's test)", [])})
-    assert got["bob"] == (0, 3, {"wmean": (0, wrong_wmean, []), "unit": (0, wrong_unit, [])})
-    assert got["carol"] == (2, 3, {
+        "unit": (3, "passed (3 case(s) agree with your teacher's test)", [])})
+    assert got["bob"] == (1, 5, {"wmean": (0, wrong_wmean, []), "unit": (1, wrong_unit, [])})
+    assert got["carol"] == (4, 5, {
         "wmean": (2, "passed (3 case(s) agree with the reference, within the tolerance)", []),
-        "unit": (0, "unit: your answer on case 3 of 3 should raise ValueError, but it returned Tensor", [])})
-    assert got["mallory"] == (0, 3, {
+        "unit": (2, "unit: 2 of 3 cases pass (2 of 3 points); the first that fails: your answer on case 3 "
+                    "of 3 should raise ValueError, but it returned Tensor", [])})
+    assert got["mallory"] == (0, 5, {
         "wmean": (0, wrong_wmean, []),
         "unit": (0, "no answer was recorded although the check cell ran (was dptlearn.course.probe "
                     "replaced?)", ["forgery"])})
+    summary = {r["student"]: r for r in csv.DictReader(io.StringIO((report / "summary.csv").read_text()))}
+    assert [(summary[w]["unit:points"], summary[w]["score"]) for w in ("bob", "carol")] == [("1", "1"), ("2", "4")]
+    assert "1 of 3 cases pass (1 of 3 points)" in (report / "feedback" / "bob.md").read_text()
     # The control: the same notebook without the sandbox reads the teacher's notebook from disk and
     # passes wmean, so its forgery cell ran to its end, and the sandbox is what kept the reference
     # out of its reach (grading-security.md: without bubblewrap there is no sandbox).

@@ -50,6 +50,7 @@ STUB = ('{indent}# YOUR CODE HERE\n'
         '{indent}raise NotImplementedError("Exercise {id}: replace this stub with your code'
         ' — see notebooks/{lecture}.ipynb")\n')
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+PARTIAL_MD = "**Partial credit:**"
 POINTS_MD_RE = re.compile(r"\*\*Points:\*\*\s*(\d+)")
 ROLE_TAGS = ("exercise", "solution", "check", "solution-only", "written", "spec")
 AUTHORED = "authored"       # checks.authored(<answer>): judged against the solution itself (spec)
@@ -72,6 +73,7 @@ class Exercise:
     check_index: int | None = None           # index of the check cell in the notebook
     written_index: int | None = None         # a written answer: its Markdown answer cell
     spec_index: int | None = None            # an authored exercise: its spec cell
+    partial: bool = False                    # its spec says partial = True: points per case
     cell_indexes: list[int] = field(default_factory=list)
 
 
@@ -215,9 +217,12 @@ def _spec_cell_problems(where, index, cell, ex, tags, text) -> list[str]:
                 f"{ex.spec_index})"]
     ex.spec_index = index
     try:
-        ast.parse(text)
+        tree = ast.parse(text)
     except SyntaxError as exc:
         return [f"{where}: the spec cell is not Python: line {exc.lineno}: {exc.msg}"]
+    ex.partial = any(isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
+                     and n.value.value is True and any(isinstance(t, ast.Name) and t.id == "partial"
+                                                       for t in n.targets) for n in tree.body)
     return []
 
 
@@ -312,6 +317,10 @@ def _intro_problems(where, nb, ex) -> list[str]:
     elif ex.points and int(m.group(1)) != ex.points:
         problems.append(f"{where}: the intro cell says **Points:** {m.group(1)} but the check "
                         f"cell is tagged points:{ex.points}")
+    if ex.partial != (PARTIAL_MD in text):      # partial credit is stated on the card, or none
+        problems.append(f"{where}: its spec says partial = True but the intro cell lacks "
+                        f"'{PARTIAL_MD}'" if ex.partial else f"{where}: the intro cell says "
+                        f"'{PARTIAL_MD}' but only a spec with partial = True gives points per case")
     return problems
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from .. import probe
-from ..checks.harness import Case, Check, generator
+from ..checks.harness import Case, Check, CheckFailed, generator
 from ..exercises import AUTHORED, Assignment
 from .sandboxed.cells import cell_exercise, cell_tags, python_source, source_of
 
@@ -48,7 +48,7 @@ def check_of(a: Assignment, ex_id: str, call) -> AuthoredCheck | None:
     ex = next((e for e in a.exercises if e.id == ex_id), None)
     if ex is None or ex.spec_index is None or call.check != AUTHORED:
         return None
-    return AuthoredCheck(a, ex_id, call.answer, ex.check_index, ex.spec_index)
+    return AuthoredCheck(a, ex_id, call.answer, ex.check_index, ex.spec_index, ex.points)
 
 
 def _plain(value: Any, where: str, depth: int = 0) -> None:
@@ -84,8 +84,9 @@ class AuthoredCheck(Check):
 
     forbidden = ()
 
-    def __init__(self, a: Assignment, ex_id: str, answer: str, check_index: int, spec_index: int):
-        self.name, self.ex_id, self.answer = answer, ex_id, answer
+    def __init__(self, a: Assignment, ex_id: str, answer: str, check_index: int, spec_index: int,
+                 points: int = 1):
+        self.name, self.ex_id, self.answer, self.points = answer, ex_id, answer, points
         self.cells = self._reference_cells(a, ex_id, check_index) + [
             (f"{a.path.name}, cell {spec_index} (spec)", source_of(a.nb["cells"][spec_index]), True)]
         self.ns: dict | None = None
@@ -158,6 +159,9 @@ class AuthoredCheck(Check):
         if broken:
             raise RuntimeError(f"the reference raised {broken[0]['raised']}: "
                                f"{broken[0].get('message', '')}")
+        if ns.get("partial") is True and self.points % len(plan):
+            raise ValueError(f"partial credit: the exercise's {self.points} point(s) must be a "
+                             f"multiple of its {len(plan)} case(s)")
         for k, r in enumerate(want, 1):
             if "value" in r and (kind := _described(r["value"])):
                 raise TypeError(f"the reference's answer on case {k} holds a {kind}, which is not "
@@ -166,10 +170,21 @@ class AuthoredCheck(Check):
         return Case(plan, {"want": want})
 
     def verify(self, case: Case, results: list) -> str:
+        n, failed = len(case.plan), []
         with self.lock:
             for k, (mine, ref) in enumerate(zip(results, case.data["want"])):
-                self._verify_one(case, results, k, mine, ref)
-        n = len(case.plan)
+                try:
+                    self._verify_one(case, results, k, mine, ref)
+                except CheckFailed as exc:
+                    if self.ns.get("partial") is not True:      # all or nothing: the first one
+                        raise
+                    failed.append(str(exc)[len(self.name) + 2:])
+        if failed:                  # partial credit: an equal share of the points per case
+            earned = (n - len(failed)) * (self.points // n)
+            exc = CheckFailed(self.name, f"{n - len(failed)} of {n} cases pass ({earned} of "
+                                         f"{self.points} points); the first that fails: {failed[0]}")
+            exc.points = earned
+            raise exc
         how = ("your teacher's test" if self.ns.get("compare") is not None else
                "the reference, within the tolerance")
         return (f"{n} case(s) agree with {how}" if case.plan[0]["op"] == "call"

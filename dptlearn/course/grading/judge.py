@@ -90,7 +90,8 @@ class Judge:
         try:
             what = self.checks[ex_id].judge(self.cases[ex_id], payload.get("results"))
         except AssertionError as exc:                     # CheckFailed: "<name>: <why>"
-            return Verdict(False, clean_message(str(exc), 400), set(getattr(exc, "flags", ())))
+            return Verdict(False, clean_message(str(exc), 400), set(getattr(exc, "flags", ())),
+                           getattr(exc, "points", 0))     # partial credit (authored.py) or none
         except Exception as exc:  # noqa: BLE001 - a judge that chokes must cost one exercise
             return Verdict(False, clean_message(f"the grader could not judge the recorded answer "
                                                 f"({type(exc).__name__}: {exc})", 400))

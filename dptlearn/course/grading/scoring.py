@@ -1,6 +1,8 @@
 """Scoring: one exercise's ``Verdict``, built in steps, and the score of one staged notebook.
 
-An exercise earns its points iff the judge passes its recorded answer (``judge.py``). The steps
+An exercise earns its points iff the judge passes its recorded answer (``judge.py``), or the
+share of them a judge with partial credit gives (``partial``: an authored exercise whose spec
+says so, ``authored.py``). The steps
 after that only add to the message and the flags, never points:
 
 1. the verdict on the answer, or why there is none (``answer_verdict``: no answer recorded, an
@@ -36,6 +38,7 @@ class Verdict:
     passed: bool
     message: str
     flags: set[str] = field(default_factory=set)
+    partial: int = 0            # points of a failed answer (partial credit), else 0
 
     def after_earlier_failure(self, earlier: str | None) -> None:
         """A failed answer also names the exercise's first failing cell before its check cell
@@ -60,7 +63,8 @@ class Verdict:
         message = safetext.line(self.message, 400)
         if not self.passed and NOT_OFFERED in message:
             self.flags.add("reference")
-        return ExerciseResult(ex.id, ex.points if self.passed else 0, ex.points, self.passed,
+        points = ex.points if self.passed else min(max(int(self.partial), 0), ex.points - 1)
+        return ExerciseResult(ex.id, points, ex.points, self.passed,
                               message, sorted(self.flags))
 
 
