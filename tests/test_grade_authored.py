@@ -21,6 +21,8 @@ from dptlearn.course import exercises
 from dptlearn.course.grading import grade, sandbox
 from dptlearn.course.grading.authored import check_of, differs
 from dptlearn.course.grading.checkcells import parse_check_cell
+from dptlearn.course.grading.judge import Judge
+from dptlearn.course.grading.secret import Seeds
 from dptlearn.course.grading.sandboxed.cells import source_of
 
 from grading import crafted
@@ -168,6 +170,27 @@ def test_the_judge_compares_outside_with_the_teachers_test(course):
     mine[1] = {"value": torch.tensor([0.0, 1.0, 0.0]), "calls": []}
     with pytest.raises(AssertionError, match=r"^unit: your answer on case 2 of 3: right length, wrong direction$"):
         unit.judge(case, mine)
+    mine[1] = {"value": torch.tensor([0.0, -1.0, 0.0]), "calls": [], "mutated": [0]}
+    with pytest.raises(AssertionError, match=r"^unit: your answer on case 2 of 3 changed its argument\(s\) \[0\] "
+                                             r"in place: return a new value and leave the inputs as they are$"):
+        unit.judge(case, mine)
+
+
+def test_a_spec_that_does_not_work_costs_the_exercise_with_a_message_for_the_teacher(course, tmp_path):
+    nb = solution_nb()
+    nb["cells"][7] = code("def unit(v):\n    ### BEGIN SOLUTION\n    return torch.nn.Identity()\n"
+                          "    ### END SOLUTION\n", ["ex:unit", "solution"])
+    nb["cells"][4] = code("def inputs(g):\n    return [(torch.randn(2, generator=g),)] * 'x'\n",
+                          ["ex:wmean", "spec"])
+    (course / f"{NB}.ipynb").write_text(json.dumps(nb))
+    judge = Judge(exercises.read_assignments(course), tmp_path / "cases", Seeds(None))
+    assert judge.broken == {
+        "wmean": "not graded: the grader could not prepare the check of this exercise (RuntimeError: the "
+                 "spec's inputs(g) raised TypeError: can't multiply sequence by non-int of type 'str'); tell "
+                 "your teacher",
+        "unit": "not graded: the grader could not prepare the check of this exercise (TypeError: the "
+                "reference's answer on case 1 holds a Identity, which is not data: an answer is compared as "
+                "tensors, numbers, strings, None, lists, tuples and dicts); tell your teacher"}
 
 
 def test_an_answer_without_inputs_is_a_value_and_a_broken_spec_is_the_teachers_error(course):
@@ -189,6 +212,11 @@ def test_an_answer_without_inputs_is_a_value_and_a_broken_spec_is_the_teachers_e
         value.judge(case, [{"value": {"rows": 4, "sizes": [3, 5.6]}}])
     with pytest.raises(TypeError, match="the spec's input case 1 holds a Linear"):
         unit.case(0)
+    nb["cells"][8] = code("inputs = [torch.zeros(2)]", ["ex:unit", "spec"])      # unit raises on it
+    (course / f"{NB}.ipynb").write_text(json.dumps(nb))
+    with pytest.raises(RuntimeError, match=r"^the reference raised ValueError: the zero vector has no "
+                                           r"direction \(on every case\)$"):
+        checks_of(course)["unit"].case(0)
 
 
 def test_partial_credit_is_a_share_per_case_stated_on_the_card(course):

@@ -140,8 +140,11 @@ class AuthoredCheck(Check):
         if "inputs" not in ns:
             plan = [{"op": "value", "what": "your answer"}]
         else:
-            cases = ns["inputs"](generator(f"authored:{self.ex_id}", seed, 0)) \
-                if callable(ns["inputs"]) else ns["inputs"]
+            try:
+                cases = ns["inputs"](generator(f"authored:{self.ex_id}", seed, 0)) \
+                    if callable(ns["inputs"]) else ns["inputs"]
+            except Exception as exc:  # noqa: BLE001 - the teacher's generator
+                raise RuntimeError(f"the spec's inputs(g) raised {type(exc).__name__}: {exc}") from None
             if not isinstance(cases, (list, tuple)) or not 0 < len(cases) <= MAX_CASES:
                 raise TypeError(f"the spec's inputs must be a list of 1 to {MAX_CASES} cases, got "
                                 f"{type(cases).__name__}" + (f" of {len(cases)}"
@@ -156,9 +159,10 @@ class AuthoredCheck(Check):
         want = probe.execute(ns["__answer__"], plan, device="cpu")
         broken = [r for r in want if r.get("raised") in ("NotImplementedError",
                                                          "ReferenceUseError")]
-        if broken:
-            raise RuntimeError(f"the reference raised {broken[0]['raised']}: "
-                               f"{broken[0].get('message', '')}")
+        if broken or all("raised" in r for r in want):     # a spec that tests nothing
+            raise RuntimeError(f"the reference raised {(broken or want)[0]['raised']}: "
+                               f"{(broken or want)[0].get('message', '')}"
+                               + ("" if broken else " (on every case)"))
         if ns.get("partial") is True and self.points % len(plan):
             raise ValueError(f"partial credit: the exercise's {self.points} point(s) must be a "
                              f"multiple of its {len(plan)} case(s)")
@@ -212,8 +216,7 @@ class AuthoredCheck(Check):
             return
         args = case.plan[k].get("args", [])
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                compare(got, ref["value"], *args)
+            compare(got, ref["value"], *args)      # (its prints go to the grader's output)
         except AssertionError as exc:
             self.fail(f"{what}: {exc}" if str(exc) else f"{what} does not pass your teacher's test")
         except Exception as exc:  # noqa: BLE001 - the answer does not fit the teacher's test
@@ -270,5 +273,5 @@ def differs(got: Any, want: Any, rtol=None, atol=None, path: str = "your output"
             return None
         return f"{path} is not the reference's value (within atol {a:g} + rtol {r:g} × |reference|)"
     if type(got) is not type(want):
-        return f"{path} should be a {type(want).__name__}, got {Check.kind(got)}"
+        return f"{path} should be of type {type(want).__name__}, got {Check.kind(got)}"
     return None if got == want else f"{path} is not the reference's value"
