@@ -31,7 +31,8 @@ One submission's files cost that submission only: what is not a regular file is 
 scoring or reporting one submission refuses that one (``staging.grader_error``). Every string
 from a submission is made safe on entry (``safetext.py``). The exit status is 0 when every
 submission was graded, whatever the scores; 3 when some were refused (the last line names them);
-2 for usage errors; 1 for a grader failure. The rules are in docs/grading-security.md.
+2 for usage errors; 1 for a grader failure (a bug, or a sandbox that reported on no
+notebook of the run). The rules are in docs/grading-security.md.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ from .merging import main as merge_main
 from .reportnames import carry_students
 from .reportdir import (ReportDirError, fresh_report_dir, refused_status, run_manifest,
                         write_manifest)
-from .processes import grade_all
+from .processes import SandboxFailure, grade_all
 from .secret import Seeds, SecretError
 from .settings import DEFAULT_TIMEOUT_S, STUDENT_LIMIT_S, Settings
 from .staging import grader_error
@@ -223,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         print(exc, file=sys.stderr)
         return 2
+    except SandboxFailure as exc:           # the grader's or the machine's, not the class's
+        print(f"dptlearn-grade: {exc}; {opts.report_dir} was left as it was", file=sys.stderr)
+        return 1
     total = sum(r.score for r in results)
     print(f"graded {len(results)} submission(s); reports in {opts.report_dir} "
           f"(class total {total}/{sum(r.max_score for r in results)})")

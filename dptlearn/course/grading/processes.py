@@ -17,7 +17,10 @@
    them (``untrusted.py``); the sandbox's JUnit report only explains a missing answer.
 
 An exception of the grader's own code while running or scoring one student's notebooks costs
-those notebooks only (``staging.grader_error``): the class run goes on.
+those notebooks only (``staging.grader_error``): the class run goes on. What the grader creates
+for the sandboxes is made under its own umask (``GRADER_UMASK``), whatever the caller's: with
+077 the sandbox's user could read none of it. A run in which no sandbox reported on any
+notebook is the grader's or the machine's failure, not the class's: ``SandboxFailure``.
 """
 from __future__ import annotations
 
@@ -33,9 +36,10 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
-from . import limits, offered, sandbox
+from . import limits, offered, safetext, sandbox
 from ..exercises import Assignment
 from .checkcells import PROBE_MODULE
 from .integrity import reference_forms
@@ -46,6 +50,13 @@ from .settings import Settings
 from .staging import StagedNotebook, grader_error, preload_modules, stage, student_groups
 from .untrusted import cell_report, read_junit
 from .view import build_view
+
+GRADER_UMASK = 0o022    # what the grader stages is readable by the sandbox's own user
+SILENT = "not graded: pytest reported nothing for this notebook"
+
+
+class SandboxFailure(RuntimeError):
+    """No sandbox of the run reported on any notebook: the grader's or the machine's failure."""
 
 
 def kernel_env(settings: Settings) -> dict[str, str]:
@@ -87,6 +98,8 @@ class ClassRun:
         # sandbox k runs as user UID_BASE + k: a random start keeps concurrent runs apart
         self._index = itertools.count(1 + secrets.randbelow(10_000) * 1_000)
         self._lock = threading.Lock()
+        self.heard = self.silent = 0        # notebooks pytest reported on / said nothing about
+        self.silent_log = ""                # the last line of the first silent sandbox's log
 
     def next_index(self) -> int:
         with self._lock:
@@ -164,11 +177,30 @@ class ClassRun:
             for s in group:
                 try:
                     reports = [cell_report(tc) for tc in (junit or {}).get(s.key, [])]
-                    score(s, self.judge, box.results, reports, why or (
-                        None if reports else "not graded: pytest reported nothing for this notebook"))
+                    self._count(box, bool(reports), (why or SILENT).startswith(SILENT))
+                    score(s, self.judge, box.results, reports, why or (None if reports else SILENT))
                     s.result.duration_s = sum(r["time"] for r in reports) if reports else elapsed
                 except Exception as exc:  # noqa: BLE001 - costs this notebook, not the class
                     grader_error(s.result, "scoring", exc, s.assignment)
+
+    def _count(self, box: sandbox.Box, reported: bool, silent: bool) -> None:
+        with self._lock:
+            self.heard += reported
+            if silent and not reported:
+                self.silent += 1
+                if not self.silent_log:
+                    log = (box.dir / "pytest.log").read_bytes()[-4000:].decode("utf-8", "replace")
+                    self.silent_log = safetext.line(next(
+                        (ln for ln in reversed(log.splitlines()) if ln.strip()), ""), 300)
+
+    def check_heard(self) -> None:
+        """``SandboxFailure`` when notebooks ran and pytest reported on none of them."""
+        if self.silent and not self.heard:
+            raise SandboxFailure(
+                f"the sandbox failed for every notebook of this run ({self.silent}: pytest "
+                f"reported nothing), a failure of the grader or the machine, not of the "
+                f"students; no report was written. The first sandbox's log ends: "
+                f"{self.silent_log or '(empty)'}")
 
     def run_isolated(self, group: list[StagedNotebook]) -> None:
         """``run_group``; an exception of the grader's own code costs this group only."""
@@ -227,7 +259,7 @@ def grade_all(results: list[Result], assignments: list[Assignment], settings: Se
               package: Path, progress=print) -> None:
     """Grade every result's submission in sandboxes; fills in the results' exercises."""
     forms = reference_forms(package)
-    with tempfile.TemporaryDirectory(prefix="dptlearn-grade-") as tmp:
+    with own_umask(), tempfile.TemporaryDirectory(prefix="dptlearn-grade-") as tmp:
         run = ClassRun(Path(tmp), assignments, settings, package, progress)
         staged = [s for r in results
                   if (s := stage(r, assignments, settings.timeout, forms)) is not None]
@@ -237,3 +269,15 @@ def grade_all(results: list[Result], assignments: list[Assignment], settings: Se
         finally:
             if run.cgroups is not None:
                 run.cgroups.close()
+        run.check_heard()
+
+
+@contextmanager
+def own_umask():
+    """``GRADER_UMASK`` while the sandboxes' files are made, the caller's again after (the
+    report folder keeps the caller's umask)."""
+    before = os.umask(GRADER_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(before)
