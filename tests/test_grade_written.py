@@ -151,3 +151,65 @@ def test_answers_are_collected_scored_by_hand_and_merged_in(course, tmp_path, ca
     with pytest.raises(ReportDirError, match="no written answer 'why_round_up' in report 'nobody'"):
         merge([report], tmp_path / "bad", manual=filled)
     assert not (tmp_path / "bad").exists()
+
+
+def _write_sheet(path: Path, sheet: list[dict], drop: tuple[str, ...] = ()) -> None:
+    fields = [k for k in sheet[0] if k not in drop]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(sheet)
+
+
+@pytest.mark.slow
+def test_a_score_for_an_answer_that_changed_since_the_sheet_is_not_applied(course, tmp_path,
+                                                                           capsys):
+    """The teacher's case: bob's empty answer got 0/2, bob resubmitted a good answer, the
+    regrade was merged with the old sheet: the 0 must not land on the new answer."""
+    released = tmp_path / "released"
+    exercises.generate(course, released, crafted.LECTURES)
+    subs = tmp_path / "subs"
+    (subs / "bob").mkdir(parents=True)
+    bob = subs / "bob" / f"{crafted.ASSIGNMENT}.ipynb"
+    shutil.copy(released / f"{crafted.ASSIGNMENT}.ipynb", bob)     # the answer as handed out
+    report = tmp_path / "report"
+    assert grade.main([str(subs), "--solutions", str(course), "--report-dir", str(report)]) == 0
+    sheet = rows((report / "written-answers.csv").read_text())
+    assert sheet[0]["answer_sha256"].startswith("sha256:") and len(sheet[0]["answer_sha256"]) == 23
+    sheet[0]["points"] = "0"                                        # the teacher: 0/2, empty
+    scores = tmp_path / "scores.csv"
+    _write_sheet(scores, sheet)
+
+    nb = json.loads(bob.read_text())
+    for c in nb["cells"]:
+        if "written" in c["metadata"].get("tags", []):
+            c["source"] = ["A halving branch must round up: the coarser level doubled must cover "
+                           "every row of the finer one."]
+    bob.write_text(json.dumps(nb))
+    later = tmp_path / "regrade-bob"
+    assert grade.main([str(subs / "bob"), "--solutions", str(course),
+                       "--report-dir", str(later)]) == 0
+    for drop in ((), ("answer_sha256",)):                # this sheet, and one made before the hash
+        _write_sheet(scores, sheet, drop)
+        capsys.readouterr()
+        out = tmp_path / f"merged{len(drop)}"
+        merge([report], out, regrades=[later], manual=scores)
+        said = capsys.readouterr().out
+        assert f"NOT applied: the 0/2 for {QUESTION} of" in said, said
+        assert "0 written answer(s) scored, 1 not scored yet" in said
+        assert "1 row(s) NOT applied: their answer changed" in said
+        row = rows((out / "summary.csv").read_text())[0]
+        assert row[f"{QUESTION}:points"] == "" and row["max_score"] == "6", row
+        assert "is not scored yet" in (out / "summary.md").read_text()
+        fresh = rows((out / "written-answers.csv").read_text())[0]
+        assert fresh["answer"].startswith("A halving branch") and fresh["points"] == ""
+
+    # the same row applies to the answer it was made for; a regrade then says it discards it
+    _write_sheet(scores, sheet)
+    scored = tmp_path / "scored"
+    merge([report], scored, manual=scores)
+    assert rows((scored / "summary.csv").read_text())[0][f"{QUESTION}:points"] == "0"
+    capsys.readouterr()
+    merge([scored], tmp_path / "rescored", regrades=[later])
+    said = capsys.readouterr().out
+    assert f"discards 1 earlier written score(s) (bob's {QUESTION})" in said, said

@@ -60,6 +60,12 @@ def regrade(entries: list[tuple], manifest: dict, folder: Path, say) -> list[tup
                        f"(merge --regrade), which replaces this student's earlier results")
         added.append((r, folder, stem, True))
     replaced = len(entries) - len(kept)
+    lost = sorted(f"{r.student or '?'}'s {e.id}" for r, *_ in entries if r.student_key in students
+                  for e in r.exercises if e.kind == "written" and not e.unscored)
+    if lost:
+        say(f"--regrade {folder}: discards {len(lost)} earlier written score(s) "
+            f"({', '.join(lost[:10])}{', …' if len(lost) > 10 else ''}): the later run's answers "
+            f"are not scored yet; score them from the merged written-answers.csv and merge --manual")
     who = sorted({r.student or "?" for r in results})
     say(f"--regrade {folder}: {len(results)} submission(s) of {len(students)} student(s) "
         f"({', '.join(who[:10])}{', …' if len(who) > 10 else ''}) replace {replaced} earlier "

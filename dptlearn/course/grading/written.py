@@ -10,20 +10,25 @@ fills in ``points`` and runs ``dptlearn-grade merge REPORT --manual written-answ
 --report-dir OUT``: ``apply_scores`` puts each row's points into its result, so ``summary.csv``,
 the gradebook and the feedback show them. A row left empty stays *not scored yet*: listed in
 ``summary.md`` and the feedback, shown as an empty cell in ``summary.csv``, never a silent 0.
+A row scores only the answer the sheet was made from: its ``answer_sha256`` (or, in a sheet
+without that column, its ``answer``) must match the report's answer, else (a regrade since) the
+row is not applied, said so, and the answer stays not scored yet.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from pathlib import Path
 
 from . import safetext
-from .report import ExerciseResult, Result, _Writer, ordered, unscored_warnings  # noqa: F401
+from .report import (ExerciseResult, Result, _Writer, csv_cell, ordered,  # noqa: F401
+                     unscored_warnings)
 from .sandboxed.cells import cell_exercise, cell_tags, source_of
 
 SHEET = "written-answers.csv"
 COLUMNS = ["report", "student", "student_id", "assignment", "question", "max_points", "points",
-           "comment", "answer"]
+           "comment", "answer", "answer_sha256"]
 ANSWER_CHARS = 20_000
 NOT_SCORED = "not scored yet: your teacher scores written answers by hand"
 
@@ -62,8 +67,25 @@ def sheet_csv(results: list[Result]) -> str:
             if e.kind == "written":
                 w.writerow([r.name, r.student or "", r.student_id or "", r.assignment or "",
                             e.id, e.max_points, "" if e.unscored else e.points,
-                            _comment_of(e), e.code])
+                            _comment_of(e), e.code, answer_hash(e.code)])
     return buf.getvalue()
+
+
+def answer_hash(answer: str) -> str:
+    """``sha256:`` and 16 hex digits of the answer with its whitespace folded (the prefix keeps
+    a spreadsheet from reading it as a number)."""
+    return "sha256:" + hashlib.sha256(" ".join(answer.split()).encode()).hexdigest()[:16]
+
+
+def _same_answer(row: dict, answer: str) -> bool:
+    """Whether the sheet's row was made from ``answer`` (its hash, else its answer text as the
+    sheet wrote it, a spreadsheet's dropped leading ``'`` allowed)."""
+    if (row.get("answer_sha256") or "").strip():
+        return row["answer_sha256"].strip() == answer_hash(answer)
+    if "answer" not in row:
+        return True                                 # a hand-made sheet: report and question only
+    fold = lambda t: " ".join((t or "").split()).lstrip("'")    # noqa: E731
+    return fold(row["answer"]) == fold(csv_cell(answer))
 
 
 def _comment_of(e: ExerciseResult) -> str:
@@ -79,8 +101,9 @@ class ManualScoresError(ValueError):
     """The teacher's sheet cannot be used (the message names the row and why)."""
 
 
-def read_scores(path: Path) -> dict[tuple[str, str], tuple[int | None, str]]:
-    """(report, question) -> (points or None when left empty, comment) from the teacher's sheet."""
+def read_scores(path: Path) -> dict[tuple[str, str], tuple[int | None, str, dict]]:
+    """(report, question) -> (points or None when left empty, comment, the row) from the
+    teacher's sheet."""
     try:
         rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -98,7 +121,7 @@ def read_scores(path: Path) -> dict[tuple[str, str], tuple[int | None, str]]:
         if text and not text.isdigit():
             raise ManualScoresError(f"--manual {path}, line {n}: points must be a whole number "
                                     f"of points or empty, got {safetext.line(text, 40)!r}")
-        scores[key] = (int(text) if text else None, (row.get("comment") or "").strip())
+        scores[key] = (int(text) if text else None, (row.get("comment") or "").strip(), row)
     return scores
 
 
@@ -111,12 +134,20 @@ def apply_scores(entries: list[tuple], path: Path, say) -> list[tuple]:
         raise ManualScoresError(f"--manual {path}: no written answer {unknown[0][1]!r} in report "
                              f"{unknown[0][0]!r} ({len(unknown)} such row(s)); use the rows of "
                              f"the report's {SHEET}")
-    out, scored = [], 0
+    out, scored, stale = [], 0, 0
     for r, folder, stem, rewrite in entries:
         changed = False
         for e in r.exercises:
-            points, comment = scores.get((r.name, e.id), (None, ""))
+            points, comment, row = scores.get((r.name, e.id), (None, "", {}))
             if e.kind != "written" or points is None:
+                continue
+            if not _same_answer(row, e.code):
+                stale += 1
+                say(safetext.line(
+                    f"--manual {path}: NOT applied: the {points}/{e.max_points} for {e.id} of "
+                    f"{r.name} ({r.student or '?'}) was given to another answer than the one in "
+                    f"the report now (re-graded since the sheet was made?); it stays not scored "
+                    f"yet: score it again from the report's {SHEET}", 600))
                 continue
             if points > e.max_points:
                 raise ManualScoresError(f"--manual {path}: {e.id} of {r.name} gets {points} points, "
@@ -130,5 +161,6 @@ def apply_scores(entries: list[tuple], path: Path, say) -> list[tuple]:
         out.append((r, folder, stem, rewrite or changed))
     left = sum(1 for r, *_ in out for e in r.exercises if e.unscored)
     say(f"--manual {path}: {scored} written answer(s) scored"
-        + (f", {left} not scored yet (listed in summary.md)" if left else ""))
+        + (f", {left} not scored yet (listed in summary.md)" if left else "")
+        + (f", {stale} row(s) NOT applied: their answer changed" if stale else ""))
     return out
