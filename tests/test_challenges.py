@@ -269,6 +269,74 @@ def test_a_total_that_is_not_the_sum_is_named():
     assert "the total is not their sum" in verdict(checks.predict_params, got)
 
 
+def test_the_first_wrong_shape_and_the_count_are_named_not_the_others():
+    msg = verdict(checks.predict_shapes, planted_shapes(**{"to_grid.0": (1, 1024, 21, 32), "conf": (1, 336, 512),
+                                                           "head": (1, 3, 512, 336)}))
+    assert "3 of 26 shapes are wrong; the first, to_grid.0" in msg
+    assert "conf" not in msg and "head" not in msg.split("—")[0]
+    assert "1 of 26 shapes is wrong; the first, conf" in verdict(checks.predict_shapes,
+                                                                 planted_shapes(conf=(1, 336, 512)))
+
+
+TRACE_CELLS = [   # lecture 00's way to the shapes, and lecture 09's to the counts, typed into the kernel
+    "import dptlearn\nfrom dptlearn import checks",
+    "from dptlearn.dust3r import dust3r_dpt_head\n\ndef trace_head(W, H):\n    head = dust3r_dpt_head()\n"
+    "    return {}\n",
+    "predicted_shapes = trace_head(336, 512)",
+]
+PARAM_CELLS = ["import dptlearn.dpt_large",
+               "m = dptlearn.dpt_large.dpt_large_head()\npredicted_params = {'total': sum(p.numel() for p in m.parameters())}"]
+
+
+@pytest.mark.parametrize("name,cells_run,used", [
+    ("predict_shapes", TRACE_CELLS, "dptlearn.dust3r.dust3r_dpt_head"),
+    ("predict_params", PARAM_CELLS, "dptlearn.dpt_large.dpt_large_head"),
+])
+def test_an_answer_worked_out_with_dptlearns_head_fails_the_notebook_check(monkeypatch, name, cells_run, used):
+    """The value handed in is right (the solution's), but the kernel computed it with the head: the check
+    cell says what the grader will (its stub raises ReferenceUseError "uses dptlearn.<mod>.<name>, ...")."""
+    from dptlearn.course.checks import kernel
+    monkeypatch.setattr(kernel, "kernel_cells", lambda: cells_run)
+    answer = solution_value(PREDICT_NB, name, checks.CHECKS[name].kernel_answer)
+    with pytest.raises(CheckFailed) as e:
+        checks.CHECKS[name](answer, device="cpu")
+    assert f"uses {used}, the reference for this exercise" in str(e.value) and "reference" in e.value.flags
+
+
+def test_head_use_is_read_from_the_cells_as_they_ran():
+    from dptlearn.course.checks.kernel import head_uses
+    assert head_uses(TRACE_CELLS, "predicted_shapes") == [(1, "dust3r.dust3r_dpt_head")]
+    assert head_uses(["from dptlearn.dust3r import dust3r_dpt_head", "predicted_shapes = {}"], "predicted_shapes") == []
+    # after the answer's last assignment a cell may run the head (to compare): the grader scores the answer alone
+    assert head_uses(["predicted_shapes = {}", "import dptlearn\ndptlearn.dust3r_dpt_head()"], "predicted_shapes") == []
+    assert head_uses(["import dptlearn.grid as g\nx = g.patch_grid", "y = dptlearn.get_device()",
+                      "from dptlearn.course import checks\nchecks.predict_shapes"], None) == [(0, "grid.patch_grid")]
+
+
+def test_the_predict_check_passes_when_the_kernel_worked_it_out_by_hand(monkeypatch, capsys):
+    from dptlearn.course.checks import kernel
+    monkeypatch.setattr(kernel, "kernel_cells", lambda: TRACE_CELLS[:1] + ["predicted_shapes = {}"])
+    checks.predict_shapes(solution_value(PREDICT_NB, "predict_shapes", "predicted_shapes"), device="cpu")
+    assert "✓ predict_shapes: passed" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_grader_scores_an_answer_worked_out_with_dptlearns_head_0(tmp_path):
+    subs = tmp_path / "subs"
+    (subs / "cy").mkdir(parents=True)
+    planted = json.loads(PREDICT_NB.read_text(encoding="utf-8"))
+    _plant(planted, "predict_params", "predicted_params = {",
+           "from dptlearn.dpt_large import dpt_large_head\n_n = sum(p.numel() for p in dpt_large_head().parameters())"
+           "\npredicted_params = {")
+    (subs / "cy" / PREDICT_NB.name).write_text(json.dumps(planted), encoding="utf-8")
+    out = run_grader(str(subs), "--jobs", "1", "--report-dir", str(tmp_path / "report"))
+    assert out.returncode == 0, out.stderr
+    (report,) = [json.loads(p.read_text()) for p in submission_reports(tmp_path / "report")]
+    ex = {e["id"]: e for e in report["exercises"]}
+    assert ex["predict_params"]["points"] == 0 and ex["predict_shapes"]["points"] == 3, report
+    assert "uses dptlearn.dpt_large.dpt_large_head, the reference for this exercise" in ex["predict_params"]["message"]
+
+
 # ------------------------------------------------------------------ through the real grader
 
 def _plant(nb: dict, ex: str, old: str, new: str) -> None:

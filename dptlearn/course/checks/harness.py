@@ -166,6 +166,7 @@ class Check:
 
     name: str = ""
     forbidden: tuple[str, ...] = ()   # dptlearn names (modules, functions, classes) that are the reference
+    kernel_answer: str | None = None   # a value exercise's answer name: learner mode refuses head use (kernel.py)
 
     # ------------------------------------------------------------------ the three phases
 
@@ -191,6 +192,9 @@ class Check:
 
     def __call__(self, obj: Any, device=None) -> None:
         """Learner mode: case (seed 0) -> run in this kernel -> judge; print the verdict or raise."""
+        if self.kernel_answer:   # a value was computed before this cell: look at how, as the grader would
+            from .kernel import refuse_head_use
+            refuse_head_use(self, self.kernel_answer)
         case = self.case(0)
         what = self.judge(case, probe.execute(obj, case.plan, get_device(device)))
         print(f"✓ {self.name}: passed ({what})")

@@ -81,6 +81,7 @@ class PredictShapes(Check):
     """``student``: a dict, stage name -> the shape of its output on a 336x512 (W x H) image, batch 1."""
 
     name = "predict_shapes"
+    kernel_answer = "predicted_shapes"
 
     def make_case(self, seed):
         return Case([{"op": "value", "what": "your predicted shapes"}], {"want": dust3r_shapes(**CONFIG)})
@@ -129,8 +130,9 @@ class PredictShapes(Check):
         wrong = [k for k in want if shapes[k] != want[k]]
         if wrong:
             k = wrong[0]
-            self.fail(f"{len(wrong)} of {len(want)} shapes are wrong ({', '.join(wrong)}); first, {k}: you wrote "
-                      f"{shapes[k]} — {self.diagnose(k, shapes[k], want[k])}")
+            are = "is" if len(wrong) == 1 else "are"
+            self.fail(f"{len(wrong)} of {len(want)} shapes {are} wrong; the first, {k}: you wrote {shapes[k]} — "
+                      f"{self.diagnose(k, shapes[k], want[k])}")
         return f"all {len(want)} shapes of DUSt3R's head on a 336x512 (W x H) image, exactly"
 
 
@@ -150,6 +152,7 @@ class PredictParams(Check):
     """``student``: a dict with the parameter counts of DPT-Large's head, by part, and their total."""
 
     name = "predict_params"
+    kernel_answer = "predicted_params"
 
     def make_case(self, seed):
         return Case([{"op": "value", "what": "your predicted parameter counts"}],
