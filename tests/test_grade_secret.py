@@ -128,6 +128,60 @@ def test_a_regrade_replaces_exactly_its_students_rows_and_says_so(tmp_path, monk
     assert "re-graded" in after["summary.md"].decode()
 
 
+
+def _three_assignments(results: list[Result]) -> list[Result]:
+    for r in results:                   # 00_x, 01_x, 02_x: each student's three assignments
+        r.assignment = Path(r.submission).stem[-4:]
+    return results
+
+
+def test_a_regrade_of_one_notebook_keeps_the_students_other_assignments(tmp_path, monkeypatch):
+    """The teacher's case: ``dptlearn-grade submissions/bob/03_reassemble.ipynb`` then merge
+    --regrade dropped bob's 02 from the gradebook (replace was per student)."""
+    monkeypatch.setenv(ENV, SECRET)
+    results = _three_assignments(graded(class_results()))
+    write_run(tmp_path / "class", [r.submission for r in results], copy.deepcopy(results), None)
+    bob = next(r for r in results if r.student == "s01" and r.assignment == "01_x")
+    again = copy.deepcopy(bob)
+    again.exercises = [ExerciseResult(e.id, e.max_points, e.max_points, True, "passed")
+                       for e in again.exercises]
+    again.score, again.name = again.max_score, Path(again.submission).stem
+    write_run(tmp_path / "later", [again.submission], [again], None)
+    said = []
+    merged = merge([tmp_path / "class"], tmp_path / "out", [tmp_path / "later"], say=said.append)
+    assert len(merged) == len(results)
+    assert "1 submission(s) of 1 student(s) (s01) replace 1 earlier one(s)" in said[0]
+    assert said[1].endswith("kept from the earlier run (not graded again): s01's 00_x, s01's 02_x")
+    mine = sorted((r.assignment, r.score) for r in merged if r.student == "s01")
+    before = {r.assignment: r.score for r in results if r.student == "s01"}
+    assert mine == [("00_x", before["00_x"]), ("01_x", again.max_score), ("02_x", before["02_x"])]
+    book = list(csv.DictReader(io.StringIO((tmp_path / "out" / "gradebook.csv").read_text())))
+    (row,) = [b for b in book if b["Student"] == "s01"]
+    assert row["00_x"] == str(before["00_x"]) and row["02_x"] == str(before["02_x"])
+    assert row["01_x"] == str(again.max_score)
+    assert row["dptlearn total"] == str(before["00_x"] + before["02_x"] + again.max_score)
+
+
+def test_a_regrade_from_another_folder_is_refused_with_the_command_to_run(tmp_path, monkeypatch):
+    """The teacher's case: bob re-graded from resub/bob/ replaced nothing and left two gradebook
+    rows for login bob."""
+    monkeypatch.setenv(ENV, SECRET)
+    results = _three_assignments(graded(class_results()))
+    write_run(tmp_path / "class", [r.submission for r in results], copy.deepcopy(results), None)
+    again = copy.deepcopy(next(r for r in results if r.student == "s01" and r.assignment == "01_x"))
+    again.submission, again.student_folder = "resub/s01/01_x.ipynb", "resub/s01"
+    write_run(tmp_path / "later", [again.submission], [again], None)
+    with pytest.raises(ReportDirError, match=r"student 's01' was graded from 'resub/s01', but the "
+                       r"class run has this student from 'subs/s01'.*regrade from the class's "
+                       r"path.*dptlearn-grade subs/s01 --report-dir"):
+        merge([tmp_path / "class"], tmp_path / "out", [tmp_path / "later"])
+    assert not (tmp_path / "out").exists()
+    late = copy.deepcopy(again)             # a student the class did not have is still added
+    late.student, late.student_folder, late.submission = "zed", "resub/zed", "resub/zed/01_x.ipynb"
+    write_run(tmp_path / "late", [late.submission], [late], None)
+    merged = merge([tmp_path / "class"], tmp_path / "out", [tmp_path / "late"], say=lambda m: None)
+    assert len(merged) == len(results) + 1
+
 def test_a_regrade_with_another_secret_or_solutions_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV, SECRET)
     results = graded(class_results())

@@ -5,10 +5,12 @@ put in their place, and the teacher's scores of written answers filled in.
 
 * the folders ``DIR...`` are the shards of one class run (or one whole run's folder);
 * each ``--regrade LATER`` is the report folder of a later run over some students (graded against
-  the same solutions, with the same ``DPTLEARN_GRADING_SECRET``): every result of each of its
-  students replaces every result of that student in the merge (students are matched like the
-  gradebook's rows, ``Result.student_key``), and gets a note that says so; a student the class
-  run did not have is added. What was replaced is printed.
+  the same solutions, with the same ``DPTLEARN_GRADING_SECRET``): its results of each (student,
+  assignment) it graded replace the merge's results of that student and assignment (students
+  are matched like the gradebook's rows, ``Result.student_key``; the student's other assignments
+  are kept), and get a note that says so; a student the class run did not have is added, but one
+  the class has from another folder (same Canvas id, else name) is refused: it would replace
+  nothing and make a second gradebook row. What was replaced and what was kept is printed.
 * ``--manual`` is the teacher's sheet of written answers (``written.py``).
 """
 from __future__ import annotations
@@ -38,14 +40,40 @@ def _check_regrade(folder: Path, manifest: dict, base: dict) -> None:
                              f"and give the merged folder")
 
 
+def _identity(r: Result) -> str:
+    """Who a student is whatever folder they were graded from: Canvas's id, else the name."""
+    return f"id:{r.student_id}" if r.student_id else f"name:{(r.student or '').casefold()}"
+
+
+def _check_same_students(folder: Path, entries: list[tuple], results: list[Result]) -> None:
+    """Refuse a regrade whose student is in the class under another folder: it would replace
+    nothing and give that student a second gradebook row."""
+    mine = {r.student_key for r, *_ in entries}
+    for r in results:
+        if r.student_key in mine:
+            continue
+        other = next((e for e, *_ in entries if _identity(e) == _identity(r)), None)
+        if other is not None:
+            raise ReportDirError(
+                f"--regrade {folder}: student {r.student!r} was graded from "
+                f"{r.student_folder or r.submission!r}, but the class run has this student from "
+                f"{other.student_folder or other.submission!r}, so the regrade would replace "
+                f"nothing and give them a second gradebook row; regrade from the class's path: "
+                f"put the new files in {other.student_folder or 'the same place'} and run "
+                f"dptlearn-grade {other.student_folder or other.submission} --report-dir {folder}")
+
+
 def regrade(entries: list[tuple], manifest: dict, folder: Path, say) -> list[tuple]:
-    """``entries`` (as ``reportdir.merge`` keeps them) with the students of the report folder
-    ``folder`` replaced by its results."""
+    """``entries`` (as ``reportdir.merge`` keeps them) with the (student, assignment) pairs the
+    report folder ``folder`` graded replaced by its results; the student's other assignments
+    are kept."""
     later, results = read_report_dir(folder)
     _check_regrade(folder, later, manifest)
-    students = {r.student_key for r in results}
-    kept = [e for e in entries if e[0].student_key not in students]
-    gone = {e[0].submission: e[0].name for e in entries if e[0].student_key in students}
+    _check_same_students(folder, entries, results)
+    pairs = {(r.student_key, r.assignment) for r in results}
+    ours = lambda r: (r.student_key, r.assignment) in pairs     # noqa: E731
+    kept = [e for e in entries if not ours(e[0])]
+    gone = {e[0].submission: e[0].name for e in entries if ours(e[0])}
     taken = {e[0].name.casefold() for e in kept}
     added = []
     for r in sorted(results, key=lambda r: r.name):
@@ -57,19 +85,26 @@ def regrade(entries: list[tuple], manifest: dict, folder: Path, say) -> list[tup
         taken.add(name.casefold())
         r.name = name
         r.notes.append(f"re-graded: this result comes from the later run in {folder} "
-                       f"(merge --regrade), which replaces this student's earlier results")
+                       f"(merge --regrade), which replaces this student's earlier result(s) of "
+                       f"{r.assignment or 'this submission'}")
         added.append((r, folder, stem, True))
     replaced = len(entries) - len(kept)
-    lost = sorted(f"{r.student or '?'}'s {e.id}" for r, *_ in entries if r.student_key in students
+    lost = sorted(f"{r.student or '?'}'s {e.id}" for r, *_ in entries if ours(r)
                   for e in r.exercises if e.kind == "written" and not e.unscored)
     if lost:
         say(f"--regrade {folder}: discards {len(lost)} earlier written score(s) "
             f"({', '.join(lost[:10])}{', …' if len(lost) > 10 else ''}): the later run's answers "
             f"are not scored yet; score them from the merged written-answers.csv and merge --manual")
+    students = {key for key, _ in pairs}
     who = sorted({r.student or "?" for r in results})
     say(f"--regrade {folder}: {len(results)} submission(s) of {len(students)} student(s) "
         f"({', '.join(who[:10])}{', …' if len(who) > 10 else ''}) replace {replaced} earlier "
         f"one(s); every other row is the class run's")
+    still = sorted(f"{r.student or '?'}'s {r.assignment or r.submission}" for r, *_ in kept
+                   if r.student_key in students)
+    if still:
+        say(f"--regrade {folder}: kept from the earlier run (not graded again): "
+            f"{', '.join(still[:20])}{', …' if len(still) > 20 else ''}")
     manifest.setdefault("regrades", []).append(
         {"inputs": later["inputs"], "input_count": later["input_count"],
          "reports": sorted(r.name for r, *_ in added)})
