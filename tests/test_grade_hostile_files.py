@@ -186,6 +186,29 @@ def test_refused_files_are_named_in_needs_a_look(files_run):
             assert shown in look and want.text in look, (case, look)
 
 
+def test_a_leftover_process_cannot_rewrite_the_report_and_merge_survives(files_run, tmp_path):
+    """The plugin kills every other process of the sandbox before pytest writes junit.xml: the
+    times are pytest's (a rewrite to "inf" would read back as 0.0, unknown), and the class's
+    report folder merges (the run's null duration made merge raise TypeError, exit 1)."""
+    data = result_of(files_run, "junit_rewriter")
+    assert isinstance(data["duration_s"], float) and 0 < data["duration_s"] < 600, data
+    assert 'time="inf"' not in (files_run["report"] / f"{data['name']}.junit.xml").read_text()
+    merged = tmp_path / "merged"
+    proc = run_grader("merge", str(files_run["report"]), "--report-dir", str(merged))
+    assert proc.returncode == REFUSED_EXIT, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr
+    assert (merged / "summary.md").read_text(encoding="utf-8") == (
+        files_run["report"] / "summary.md").read_text(encoding="utf-8")
+
+
+def test_a_duration_that_is_not_finite_reads_back_as_unknown(tmp_path):
+    from dptlearn.course.grading.report import Result, summary_md
+    for bad in (None, "inf", float("inf"), float("nan"), -3.0, [1]):
+        r = Result.from_json({"submission": "x.ipynb", "name": "x", "duration_s": bad})
+        assert r.duration_s == 0.0, bad
+        assert "0.0 s of notebook run time" in summary_md([r])
+
+
 def test_a_name_that_is_not_utf8_falls_back_to_a_hash(files_run):
     data = result_of(files_run, "non_utf8_name")
     assert data["submission"].endswith("\\xe9l\\xe8ve/01_fixture-caf\\xe9.ipynb")

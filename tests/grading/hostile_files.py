@@ -39,6 +39,29 @@ MARKDOWN = ("see https://evil.example/x or www.evil.example, mail a@b.co, <b>bol
 CONTROLS = "bad\x01\x02\x08\x0b\x0c\x1f\x7f\x85 end"
 
 
+# a setsid double fork (it escapes the kernel's process group) that waits for pytest's JUnit
+# report and rewrites every time to "inf" (the run's duration became null; merge crashed on it)
+JUNIT_REWRITER = r"""
+import os, re, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        p, t0 = '/grade/work/junit.xml', time.time()
+        while time.time() - t0 < 600:
+            try:
+                s = open(p, encoding='utf-8').read()
+            except OSError:
+                time.sleep(0.0005)
+                continue
+            if s.rstrip().endswith('</testsuites>') and 'time="inf"' not in s:
+                with open(p + '.t', 'w', encoding='utf-8') as f:
+                    f.write(re.sub(r'time="[^"]*"', 'time="inf"', s))
+                os.replace(p + '.t', p)
+            time.sleep(0.0005)
+    os._exit(0)
+"""
+
+
 def raising_add(message: str) -> str:
     return f"def add(a, b):\n    raise ValueError({message!r})\n"
 
@@ -96,6 +119,9 @@ CASES = {
                            "a symbolic link (to ../honest_bob)", refused=True),
     "deep_folders": Case(f"the notebook lies {DEEP} folders deep (os.walk and rglob recurse: "
                          f"RecursionError for the whole class)", HONEST, "passed"),
+    "junit_rewriter": Case("add's cell leaves a setsid double-forked process that rewrites the "
+                           "sandbox's junit.xml after pytest wrote it (every time=\"inf\")", HONEST,
+                           "passed"),
     "bidi_name": Case("a file name with a right-to-left override (01_fixture\u202egnp.ipynb)", HONEST,
                       "passed", note="holds control or format characters"),
 }
@@ -204,6 +230,11 @@ def build_class(root: Path) -> dict:
     os.link(outside, paths["hard_link_outside"])
     paths["link_to_folder"] = folder("link_to_folder") / crafted.ASSIGNMENT
     paths["link_to_folder"].symlink_to("../honest_bob")
+    paths["junit_rewriter"] = folder("junit_rewriter") / NB
+    paths["junit_rewriter"].write_text(_notebook(
+        lambda nb: crafted.set_source(nb, "add", "solution",
+                                      "".join(crafted.cell(nb, "add", "solution")["source"])
+                                      + "\n" + JUNIT_REWRITER)))
     paths["bidi_name"] = folder("bidi_name") / "01_fixture\u202egnp.ipynb"
     paths["bidi_name"].write_text(json.dumps(crafted.solution_nb()))
     paths["deep_folders"] = folder("deep_folders") / ("a/" * DEEP) / NB

@@ -72,7 +72,9 @@ class Result:
         exercises = [ExerciseResult(**{k: v for k, v in e.items() if k in known})
                      for e in d.get("exercises", [])]
         fields = {f.name for f in dataclasses.fields(cls)} - {"exercises"}
-        return cls(exercises=exercises, **{k: v for k, v in d.items() if k in fields})
+        r = cls(exercises=exercises, **{k: v for k, v in d.items() if k in fields})
+        r.duration_s = safetext.seconds(r.duration_s)       # null, "inf", -1: unknown, 0.0
+        return r
 
     @property
     def student_key(self) -> str:
@@ -94,7 +96,7 @@ def write_junit(path: Path, name: str, cases: list[ET.Element]) -> None:
     suite = ET.Element("testsuite", name=safetext.xml_text(name), tests=str(len(cases)),
                        failures=str(count["failure"]), errors=str(count["error"]),
                        skipped=str(count["skipped"]),
-                       time=f"{sum(float(tc.get('time') or 0) for tc in cases):.3f}")
+                       time=f"{sum(safetext.seconds(tc.get('time')) for tc in cases):.3f}")
     suite.extend(cases)
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
 
@@ -126,7 +128,7 @@ def write_partial_junit(path: Path, result: Result) -> None:
 def write_result(report_dir: Path, result: Result) -> None:
     """``<name>.json``; also the JUnit file when no run produced one."""
     result.score = sum(e.points for e in result.exercises)
-    result.duration_s = round(result.duration_s, 2)     # as in the JSON, so merges add up alike
+    result.duration_s = round(safetext.seconds(result.duration_s), 2)   # as in the JSON (merges add up alike)
     junit = report_dir / f"{result.name}.junit.xml"
     if not junit.exists():
         write_error_junit(junit, result.name, result.error or "not graded")

@@ -14,7 +14,8 @@ turns such text into safe text, and the helpers that write it:
   visibly as ``\\xNN``, ``\\uXXXX`` or ``\\UXXXXXXXX``; its result is valid UTF-8, XML 1.0
   character data and shows every character it holds (``text(text(s)) == text(s)``);
 * ``line``: ``text`` on one line (whitespace folded), cut at a limit;
-* ``tree``: ``data`` on every string of a JSON value (keys included);
+* ``tree``: ``data`` on every string of a JSON value (keys included); ``seconds``: a duration
+  that is finite and >= 0 (else 0.0);
 * ``path_text``, ``representable``, ``fallback_name``: a file name as shown (bytes that are not
   UTF-8 as ``\\xNN``), and the ``submission-<hash>`` that replaces a name that cannot be
   represented;
@@ -93,6 +94,17 @@ def tree(obj):
     if isinstance(obj, dict):
         return {tree(k) if isinstance(k, str) else k: tree(v) for k, v in obj.items()}
     return obj
+
+
+def seconds(value) -> float:
+    """A duration from a submission's data (the sandbox's JUnit ``time``, a report's
+    ``duration_s``): a finite number of seconds >= 0, else 0.0 (unknown). Used on write and on
+    read-back, so every sum of durations is a finite float."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return v if math.isfinite(v) and v >= 0 else 0.0
 
 
 # ----------------------------------------------------------------------------- names

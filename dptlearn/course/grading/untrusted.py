@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from . import safetext
 from .sandboxed.cells import clean_message
 
 MAX_RESULTS_BYTES = 64 * 2**20
@@ -171,8 +172,5 @@ def cell_report(tc: ET.Element) -> dict:
     bad = [el for el in tc if el.tag in ("failure", "error", "skipped")]
     props["outcome"] = bad[0].tag if bad else "passed"
     props["failure"] = bad[0].get("message", "") if bad else ""
-    try:
-        props["time"] = float(tc.get("time") or 0)
-    except ValueError:
-        props["time"] = 0.0
+    props["time"] = safetext.seconds(tc.get("time"))     # "inf", "nan", "-1": 0.0
     return props

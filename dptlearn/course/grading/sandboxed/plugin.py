@@ -40,6 +40,7 @@ from queue import Empty
 import pytest
 
 from . import warm
+from .confine import end_namespace
 from .cells import cell_tags, clean_message, exercise_of, points_of
 
 if __name__ == "_dptlearn_grading.plugin":      # the copy a grading run's pytest loads (-p)
@@ -189,6 +190,17 @@ def pytest_configure(config):
     if preload is not None and hasattr(os, "fork") and hasattr(__import__("socket"), "send_fds"):
         global WARM
         WARM = warm.WarmKernels([m for m in preload.split(",") if m], str(config.rootpath))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
+    """Before the JUnit report is written: no process of the notebooks' is left to rewrite it."""
+    global WARM
+    if _active(session.config):
+        if WARM is not None:
+            WARM.close()
+            WARM = None
+        end_namespace()
 
 
 def pytest_unconfigure(config):
