@@ -181,3 +181,18 @@ def test_readme_counts_the_exercises_and_points_of_solutions():
 def test_readme_course_table_lists_every_lecture():
     named = set(re.findall(r"^\| `notebooks/(\w+)` \|", readme_section("The course"), re.M))
     assert named == {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+
+
+def test_teaching_md_and_the_graders_help_say_the_same_about_jobs():
+    """--jobs is the number of students graded at once (processes.grade_all maps a pool of
+    --jobs workers over student_groups: one sandbox per student); a teacher read "students" in
+    teaching.md and "submissions" in --help."""
+    from dptlearn.course.grading import grade
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        grade.main(["--help"])
+    helped = " ".join(out.getvalue().split())
+    assert "--jobs JOBS, -j JOBS students graded in parallel" in helped, helped
+    row = re.search(r"^\| `--jobs N` \| ([^|]+)\|", (ROOT / "docs" / "teaching.md").read_text(), re.M)
+    assert row and row.group(1).startswith("students graded in parallel"), row
+    assert "submissions graded in parallel" not in helped

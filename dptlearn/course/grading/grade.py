@@ -77,7 +77,8 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Settings]:
     p.add_argument("--report-dir", type=Path, default=Path("grading-report"),
                    help="where reports go (default: %(default)s)")
     p.add_argument("--jobs", "-j", type=int, default=1,
-                   help="submissions graded in parallel (default: %(default)s)")
+                   help="students graded in parallel: one sandbox per student runs all of that "
+                        "student's notebooks (default: %(default)s)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="sets DPTLEARN_DEVICE for the notebooks (default: unset)")
     p.add_argument("--solutions", type=Path, default=None,
