@@ -110,3 +110,23 @@ def test_bad_inputs_name_what_was_expected():
         head.raw(torch.zeros(1, 6, 8), (5, 6))
     with pytest.raises(ValueError, match="patch_size must be a positive int"):
         LinearHead(8, patch_size=0)
+
+
+def test_layers_reads_the_named_layers_concatenated_in_that_order():
+    torch.manual_seed(0)
+    head = LinearHead(8 + 3, patch_size=2, layers=(0, 2))        # DINOv2's "lin. 4" layout, with two layers
+    t0, t1, t2 = torch.randn(1, 6, 8), torch.randn(1, 6, 5), torch.randn(1, 6, 3)
+    plain = LinearHead(8 + 3, patch_size=2)
+    plain.load_state_dict(head.state_dict())                       # the same keys: proj.weight (16, 11), proj.bias
+    want = plain.raw(torch.cat([t0, t2], dim=-1), (4, 6))          # the concatenation, passed as one (B, N, C)
+    assert torch.equal(head.raw([t0, t1, t2], (4, 6)), want)      # the same computation repeated
+    flipped = LinearHead(3 + 8, patch_size=2, layers=(2, 0))
+    with pytest.raises(ValueError, match=r"= \(B, 6, 11\).*got \(1, 6, 10\)"):
+        head.raw([t0, t1, t1[..., :2]], (4, 6))                    # layer 2 of width 2, not 3
+    with pytest.raises(ValueError, match=r"expected a token list with entries \(2, 0\), got a list of 2"):
+        flipped.raw([t0, t1], (4, 6))
+    with pytest.raises(ValueError, match="expected a token list with entries .*got Tensor"):
+        head.raw(t0, (4, 6))
+    with pytest.raises(ValueError, match="non-empty sequence of token-list indices, got \\(\\)"):
+        LinearHead(8, patch_size=2, layers=())
+    assert sum(p.numel() for p in LinearHead(4 * 64, 8, layers=(0, 5, 7, 10)).parameters()) == 256 * 256 + 256

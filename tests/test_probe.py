@@ -121,6 +121,49 @@ def test_training_a_linear_head_on_frozen_tokens_lowers_its_loss_and_leaves_the_
     assert pred["pts3d"].shape == (8, 64, 96, 3) and pred["depth"].shape == pred["conf"].shape == (8, 64, 96)
 
 
+def test_on_log_runs_at_logged_steps_in_eval_mode_and_leaves_the_training_alone(tiny):
+    _, data, tokens, _ = tiny
+    seen = []
+
+    def on_log(step, head):
+        seen.append((step, head.training, torch.is_grad_enabled()))
+        return {"at": step} if step % 20 == 0 else {}
+
+    runs = []
+    for hook in (None, on_log):
+        torch.manual_seed(0)
+        runs.append(probe.train_head(LinearHead(64, patch_size=8), tokens, data, (64, 96), steps=40, batch_size=4,
+                                     lr=5e-2, warmup=5, log_every=10, progress=False, on_log=hook))
+    assert seen == [(10, False, False), (20, False, False), (30, False, False), (40, False, False)]
+    assert runs[1]["at"] == [20, 40] and "at" not in runs[0]
+    assert runs[0]["loss"] == runs[1]["loss"] and runs[0]["regr"] == runs[1]["regr"]   # same run, bit for bit
+    assert len(runs[0]["regr"]) == len(runs[0]["loss"]) == 4 and all(r > 0 for r in runs[0]["regr"])
+
+
+def pointmap_data(H: int = 4, W: int = 6):
+    """A fronto-parallel plane at depth 2, pinhole points (u - W/2 + 0.5, v - H/2 + 0.5, 2) * 0.5: data + pts."""
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    pts = torch.stack([(u - W / 2 + 0.5) * 0.5, (v - H / 2 + 0.5) * 0.5, torch.full((H, W), 2.0)], -1)[None]  # (1, H, W, 3)
+    mask = torch.ones(1, H, W, dtype=torch.bool)
+    return {"pts1": pts, "mask1": mask, "depth1": pts[..., 2]}, pts
+
+
+def test_point_errors_take_the_loss_apart_in_closed_form():
+    data, pts = pointmap_data()
+    conf = torch.full((1, 4, 6), 2.0)
+    # a prediction 3x too far: after the scale normalisation it is exact; only -alpha log C is left
+    same = probe.point_errors({"pts3d": 3 * pts, "conf": conf}, data)
+    assert same["regr"] < 1e-6 and same["xy"] < 1e-6 and same["z"] < 1e-6 and same["absrel"] < 1e-6
+    assert math.isclose(same["loss"], -0.2 * math.log(2.0), rel_tol=1e-5) and math.isclose(same["conf_term"], same["loss"], rel_tol=1e-5)
+    # x mirrored: every norm, hence the scale, is unchanged; the error is |2x| / s, all in x, none in z or depth
+    mirrored = pts * torch.tensor([-1.0, 1.0, 1.0])
+    got = probe.point_errors({"pts3d": mirrored, "conf": torch.ones(1, 4, 6)}, data)
+    s = pts.norm(dim=-1).mean().item()
+    want = (2 * pts[..., 0].abs()).mean().item() / s
+    assert math.isclose(got["xy"], want, rel_tol=1e-5) and math.isclose(got["regr"], want, rel_tol=1e-5)
+    assert got["z"] == 0.0 and got["absrel"] == 0.0 and abs(got["conf_term"]) < 1e-6   # C = 1: log C = 0
+
+
 def test_train_head_refuses_labels_for_other_scenes(tiny):
     _, data, tokens, _ = tiny
     half = {k: v[:4] for k, v in data.items()}
@@ -148,6 +191,22 @@ def test_probe_bench_prints_one_json_line_with_the_five_numbers_and_saves_heads_
     saved.write_bytes(saved.read_bytes() + b"x")
     with pytest.raises(ValueError, match="checksum mismatch"):
         probe.load_probe_heads(model.config, saved)
+
+
+def test_probe_bench_controls_add_the_lin4_and_dpt4_numbers(tiny):
+    spec = importlib.util.spec_from_file_location("probe_bench", ROOT / "scripts" / "probe_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert bench.main(["--train-scenes", "8", "--test-scenes", "4", "--steps", "2", "--batch-size", "2",
+                           "--controls"]) == 0
+    text = out.getvalue()
+    last = json.loads(text.strip().splitlines()[-1])
+    assert set(last) == {"dpt_absrel", "linear_absrel", "dpt_edge_absrel", "linear_edge_absrel", "seconds",
+                         "lin4_absrel", "lin4_edge_absrel", "dpt4_absrel", "dpt4_edge_absrel"}
+    assert "lin4 head, 65,792 parameters" in text          # Linear(64 + 3 * 64, 4 * 8 * 8): 256 * 256 + 256
+    assert "dpt4 head, 7,760 parameters" in text
 
 
 def test_the_shipped_probe_heads_load_and_match_their_recorded_config(tiny):

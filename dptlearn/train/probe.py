@@ -8,6 +8,7 @@ lecture 11 compare DUSt3R's two heads this way:
     frozen_tokens   backbone(img1, img2) -> view 1's dec_depth + 1 tensors (S, N, C), no gradient
     train_head      AdamW, warm-up + cosine, the conf loss over view 1 only; tokens never change
     predict_head    the head's pts3d / conf / depth on held-out tokens
+    point_errors    the loss taken apart (3D error, the confidence's share, x/y against z) beside AbsRel
 
 and measures the error where the two heads differ:
 
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from ..dust3r import dust3r_dpt_head
 from ..linear_head import LinearHead
 from .loop import ProgressBar, depth_metrics, lr_factor
-from .losses import conf_regression_loss
+from .losses import conf_regression_loss, normalize_pointmaps
 from .pretrained import check_state_dict, expected_sha256, sha256_file
 
 PROBE_WEIGHTS = Path(__file__).parent / "weights" / "probe_heads.pt"
@@ -53,12 +54,14 @@ def frozen_tokens(model, data: dict[str, torch.Tensor], batch_size: int = 32) ->
 
 def train_head(head, tokens: list[torch.Tensor], data: dict[str, torch.Tensor], image_size, steps: int,
                batch_size: int = 16, lr: float = 2e-3, weight_decay: float = 0.05, warmup: int = 20,
-               alpha: float = 0.2, seed: int = 0, log_every: int = 10, progress: bool = True) -> dict:
+               alpha: float = 0.2, seed: int = 0, log_every: int = 10, progress: bool = True, on_log=None) -> dict:
     """Train `head(tokens, image_size) -> {'pts3d', 'conf'}` on frozen `tokens` with DUSt3R's loss on view 1.
 
     Batches are drawn with a generator seeded by `seed` (the same draws for any head); the learning rate
-    warms up over `warmup` steps and decays to 0 on a cosine. Returns {'step': [...], 'loss': [...]} (mean
-    loss per `log_every` steps) and 'seconds'."""
+    warms up over `warmup` steps and decays to 0 on a cosine. Returns {'step': [...], 'loss': [...], 'regr': [...]}
+    (per `log_every` steps: the mean loss, and the mean 3D error alone, without the confidence) and 'seconds'.
+    `on_log(step, head) -> dict`, if given, runs at every logged step (head in eval mode, no gradient, not
+    timed); each of its items is appended to history[key]."""
     if steps < 1 or batch_size < 1:
         raise ValueError(f"expected steps >= 1 and batch_size >= 1, got {steps} and {batch_size}")
     n = tokens[0].shape[0]
@@ -67,27 +70,37 @@ def train_head(head, tokens: list[torch.Tensor], data: dict[str, torch.Tensor], 
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95), fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, warmup))
-    history, running, t0 = {"step": [], "loss": []}, [], time.perf_counter()
+    history, running, regr, t0 = {"step": [], "loss": [], "regr": []}, [], [], time.perf_counter()
     bar = ProgressBar(steps) if progress else None
     head.train()
     for step in range(1, steps + 1):
         idx = torch.randint(0, n, (batch_size,), generator=gen)  # (B,)
         out = head([t[idx] for t in tokens], image_size)       # pts3d (B, H, W, 3), conf (B, H, W)
-        loss, _ = conf_regression_loss([out], [data["pts1"][idx]], [data["mask1"][idx]], alpha)
+        loss, info = conf_regression_loss([out], [data["pts1"][idx]], [data["mask1"][idx]], alpha)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
         opt.step()
         sched.step()
         running.append(loss.item())
+        regr.append(info["regr"])
         if not math.isfinite(running[-1]):
             raise FloatingPointError(f"expected a finite loss, got {running[-1]} at step {step} of {steps}")
         if step % log_every == 0 or step == steps:
             history["step"].append(step)
             history["loss"].append(sum(running) / len(running))
-            running = []
+            history["regr"].append(sum(regr) / len(regr))
+            running, regr = [], []
             if bar:
                 bar.update(step, loss=history["loss"][-1])
+            if on_log is not None:
+                paused = time.perf_counter()
+                head.eval()
+                with torch.no_grad():
+                    for k, v in on_log(step, head).items():
+                        history.setdefault(k, []).append(v)
+                head.train()
+                t0 += time.perf_counter() - paused
     head.eval()
     history["seconds"] = time.perf_counter() - t0
     return history
@@ -100,6 +113,24 @@ def predict_head(head, tokens: list[torch.Tensor], image_size, batch_size: int =
     outs = [head([t[i:i + batch_size] for t in tokens], image_size) for i in range(0, tokens[0].shape[0], batch_size)]
     pts = torch.cat([o["pts3d"] for o in outs])  # (S, H, W, 3)
     return {"pts3d": pts, "conf": torch.cat([o["conf"] for o in outs]), "depth": pts[..., 2]}
+
+
+@torch.no_grad()
+def point_errors(pred: dict[str, torch.Tensor], data: dict[str, torch.Tensor], alpha: float = 0.2) -> dict:
+    """What DUSt3R's loss on view 1 is made of, next to the depth metric: {'loss', 'regr', 'conf_term', 'xy',
+    'z', 'absrel'}. loss = regr-weighted-by-C - alpha * mean log C (`conf_regression_loss`); regr: mean 3D error
+    ||X - X*|| after the loss's scale normalisation; conf_term = loss - regr (what the confidence adds); xy and z:
+    the mean error of the (x, y) part and of z alone, same normalisation; absrel: depth AbsRel after per-image
+    median alignment (`depth_metrics`)."""
+    mask = data["mask1"]
+    loss, info = conf_regression_loss([pred], [data["pts1"]], [mask], alpha)
+    (pn,), _ = normalize_pointmaps([pred["pts3d"]], [mask])              # (S, H, W, 3)
+    (gn,), _ = normalize_pointmaps([data["pts1"]], [mask])               # (S, H, W, 3)
+    diff = pn - gn                                                       # (S, H, W, 3)
+    absrel = depth_metrics(pred["pts3d"][..., 2], data["depth1"], mask, "median")["absrel"]
+    return {"loss": loss.item(), "regr": info["regr"], "conf_term": loss.item() - info["regr"],
+            "xy": diff[..., :2].norm(dim=-1)[mask].mean().item(), "z": diff[..., 2].abs()[mask].mean().item(),
+            "absrel": absrel}
 
 
 def depth_edges(depth: torch.Tensor, mask: torch.Tensor, jump: float = 0.15) -> torch.Tensor:
