@@ -209,6 +209,44 @@ def test_a_duration_that_is_not_finite_reads_back_as_unknown(tmp_path):
         assert "0.0 s of notebook run time" in summary_md([r])
 
 
+# ----------------------------------------------------------------------------- identity and budget
+
+def _write(path: Path, nb: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(nb))
+    return path
+
+
+def test_one_budget_per_student_and_at_most_two_copies(tmp_path):
+    """Four copies of one sleeping notebook: the first two share one --student-limit (the second
+    finds it spent and does not run), the other two are refused, not run; a classmate keeps
+    full marks."""
+    subs = tmp_path / "class"
+    honest = _write(subs / "honest_ann" / hf.NB, crafted.solution_nb())
+    nb = crafted.solution_nb()
+    nb["cells"].insert(0, crafted.code_cell("import time\ntime.sleep(1000)\n"))
+    copies = [_write(subs / "eve" / f"01_fixture ({i}).ipynb", nb) for i in range(4)]
+    report = tmp_path / "report"
+    proc = run_grader(str(subs), "--solutions", str(crafted.SOLUTIONS), "--report-dir",
+                      str(report), "--timeout", "600", "--student-limit", "20", "--jobs", "2")
+    assert proc.returncode == REFUSED_EXIT, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
+    data = load_reports(report)
+    assert points(data[str(honest)]) == hf.HONEST
+    over = "ran past the grader's limit of 20 s for one student (--student-limit)"
+    for i, path in enumerate(copies):
+        d = data[str(path)]
+        assert points(d) == hf.ZERO and d["refused"] == (i >= 2), d
+        if i < 2:
+            assert all(over in e["message"] for e in d["exercises"]), d
+        else:
+            assert d["error"] == (f"not graded: copy {i + 1} of 01_fixture handed in by student "
+                                  f"'eve'; the grader runs at most 2 copies of one assignment per "
+                                  f"student (hand in one notebook per assignment)"), d
+    assert data[str(copies[1])]["duration_s"] == 0.0       # the budget was spent: no run
+    look = (report / "summary.md").read_text(encoding="utf-8").split("## Needs a look", 1)[1]
+    assert "01_fixture (2).ipynb" in look and "01_fixture (3).ipynb" in look
+
+
 def test_a_name_that_is_not_utf8_falls_back_to_a_hash(files_run):
     data = result_of(files_run, "non_utf8_name")
     assert data["submission"].endswith("\\xe9l\\xe8ve/01_fixture-caf\\xe9.ipynb")

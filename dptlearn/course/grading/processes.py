@@ -11,8 +11,9 @@
 3. the staged notebooks are grouped by student: one sandbox runs all of one student's notebooks
    together with ``pytest --nbval-lax`` and the grading plugin (warm kernels forked from a
    server inside the sandbox); never two students in one sandbox. Each sandbox has its own
-   cgroup and tmpfs where possible (``limits.py``), and a student's runs stop at
-   ``--student-limit`` seconds in all;
+   cgroup and tmpfs where possible (``limits.py``); a student's sandboxes run one after the
+   other and stop at ``--student-limit`` seconds in all (one budget, copies included), and
+   a student's copies of one assignment beyond ``MAX_COPIES`` are refused, not run;
 4. each notebook is scored (``scoring.py``) from its recorded answers, read without trusting
    them (``untrusted.py``); the sandbox's JUnit report only explains a missing answer.
 
@@ -47,11 +48,13 @@ from .judge import Judge
 from .report import Result
 from .scoring import score
 from .settings import Settings
-from .staging import StagedNotebook, grader_error, preload_modules, stage, student_groups
+from .staging import (StagedNotebook, fail_all, grader_error, preload_modules, stage,
+                      student_groups)
 from .untrusted import cell_report, read_junit
 from .view import build_view
 
 GRADER_UMASK = 0o022    # what the grader stages is readable by the sandbox's own user
+MAX_COPIES = 2          # copies of one assignment one student may hand in; more are refused
 SILENT = "not graded: pytest reported nothing for this notebook"
 
 
@@ -202,10 +205,17 @@ class ClassRun:
                 f"students; no report was written. The first sandbox's log ends: "
                 f"{self.silent_log or '(empty)'}")
 
-    def run_isolated(self, group: list[StagedNotebook]) -> None:
+    def run_student(self, groups: list[list[StagedNotebook]]) -> None:
+        """All of one student's sandboxes, one after the other, on one budget: together they
+        stop at ``--student-limit`` seconds (a copy does not get a fresh limit)."""
+        deadline = time.monotonic() + self.settings.student_limit
+        for group in groups:
+            self.run_isolated(group, deadline)
+
+    def run_isolated(self, group: list[StagedNotebook], deadline: float | None = None) -> None:
         """``run_group``; an exception of the grader's own code costs this group only."""
         try:
-            self.run_group(group)
+            self.run_group(group, deadline)
         except Exception as exc:  # noqa: BLE001 - one student's notebooks, not the class run
             for s in group:
                 grader_error(s.result, "running", exc, s.assignment)
@@ -264,12 +274,33 @@ def grade_all(results: list[Result], assignments: list[Assignment], settings: Se
         staged = [s for r in results
                   if (s := stage(r, assignments, settings.timeout, forms)) is not None]
         try:
+            students: dict[str, list[list[StagedNotebook]]] = {}
+            for group in student_groups(cap_copies(staged)):
+                students.setdefault(group[0].result.student_key, []).append(group)
             with ThreadPoolExecutor(max_workers=settings.jobs) as pool:
-                list(pool.map(run.run_isolated, student_groups(staged)))
+                list(pool.map(run.run_student, students.values()))
         finally:
             if run.cgroups is not None:
                 run.cgroups.close()
         run.check_heard()
+
+
+def cap_copies(staged: list[StagedNotebook]) -> list[StagedNotebook]:
+    """The first ``MAX_COPIES`` copies of each assignment of each student, in the order given;
+    every further copy is refused (0, its message, *Needs a look*) and not run."""
+    count: dict[tuple[str, str], int] = {}
+    kept = []
+    for s in staged:
+        n = count[s.result.student_key, s.key] = count.get((s.result.student_key, s.key), 0) + 1
+        if n <= MAX_COPIES:
+            kept.append(s)
+            continue
+        fail_all(s.result, s.assignment, safetext.line(
+            f"not graded: copy {n} of {s.key} handed in by student {s.result.student or '?'!r}; "
+            f"the grader runs at most {MAX_COPIES} copies of one assignment per student (hand "
+            f"in one notebook per assignment)"))
+        s.result.refused = True
+    return kept
 
 
 @contextmanager
