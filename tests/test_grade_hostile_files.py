@@ -217,6 +217,31 @@ def _write(path: Path, nb: dict) -> Path:
     return path
 
 
+def test_a_students_folder_never_makes_another_student(tmp_path):
+    """The regrade recipe names one student's folder (``dptlearn-grade submissions/eve/``): eve's
+    files named as alice's Canvas and Moodle downloads are eve's, not rows for alice with
+    alice's Canvas id, and alice's feedback page is not written."""
+    subs = tmp_path / "class"
+    wrong = crafted.solution_nb()
+    crafted.mistake_add(wrong)
+    _write(subs / "alice" / hf.NB, crafted.solution_nb())
+    _write(subs / "eve" / hf.NB, crafted.solution_nb())
+    forged = _write(subs / "eve" / f"alice_12345_999_{hf.NB}", wrong)
+    report = tmp_path / "regrade-eve"
+    proc = run_grader(str(subs / "eve"), "--solutions", str(crafted.SOLUTIONS), "--report-dir",
+                      str(report), "--timeout", "20")
+    assert proc.returncode == 0, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
+    data = load_reports(report)
+    assert len(data) == 2 and {(d["student"], d["student_id"], d["student_from"])
+                               for d in data.values()} == {("eve", None, "folder")}, data
+    note = data[str(forged)]["notes"]
+    assert any("is an LMS download name, but it lies in the student's own folder: graded as "
+               "'eve''s" in n for n in note), note
+    book = (report / "gradebook.csv").read_text(encoding="utf-8")
+    assert len(book.splitlines()) == 2 and "12345" not in book and "alice" not in book, book
+    assert sorted(p.name for p in (report / "feedback").iterdir()) == ["eve.html", "eve.md"]
+
+
 def test_one_budget_per_student_and_at_most_two_copies(tmp_path):
     """Four copies of one sleeping notebook: the first two share one --student-limit (the second
     finds it spent and does not run), the other two are refused, not run; a classmate keeps

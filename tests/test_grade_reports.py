@@ -77,18 +77,20 @@ def test_a_download_name_in_a_students_own_folder_claims_nobody():
 
 
 def test_two_folders_claiming_one_student_stay_two_students_with_a_note():
+    # a download folder names two students or more (one student's names: that student's folder)
     paths = ["week1/alice/01.ipynb", "week2/alice/02.ipynb", "dl/alice_7_1_03.ipynb",
-             "dl/alice_7_2_04.ipynb", "dl2/alice_7_3_05.ipynb"]
+             "dl/alice_7_2_04.ipynb", "dl2/alice_7_3_05.ipynb", "dl/bob_8_4_03.ipynb",
+             "dl2/carol_9_5_03.ipynb"]
     results = [Result(p, n) for p, n in zip(paths, report_names(paths))]
     assign_students(results, ["week1", "week2", "dl", "dl2"])
     keys = [r.student_key for r in results]
-    assert keys[2] == keys[3] and len(set(keys)) == 4
+    assert keys[2] == keys[3] and len(set(keys[:5])) == 4 and len(set(keys)) == 6
     assert results[0].notes == results[1].notes == [
         "two folders claim student 'alice' (week1/alice, week2/alice); each is graded as a "
         "student of its own"]
     assert results[2].notes == results[4].notes == [
         "two folders claim student 'alice' (dl, dl2); each is graded as a student of its own"]
-    assert len(gradebook_csv(graded_like(results)).splitlines()) == 1 + 4
+    assert len(gradebook_csv(graded_like(results)).splitlines()) == 1 + 6
 
 
 def graded_like(results: list[Result]) -> list[Result]:

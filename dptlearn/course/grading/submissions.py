@@ -185,6 +185,30 @@ def _from_download_name(p: Path, folder: str) -> Student:
     return _from_folder(p.parent.name or str(p.parent), folder)
 
 
+def _download_student(name: str) -> str | None:
+    """Whom an LMS download name names (Canvas's user id or Moodle's full name), else None."""
+    if m := CANVAS_FILE_RE.match(name):
+        return f"id:{m['uid']}"
+    if m := MOODLE_FILE_RE.match(name):
+        return f"name:{m['name'].strip()}"
+    return None
+
+
+def is_download_folder(folder: str, given: list[str] = (), classes: bool = False) -> bool:
+    """Whether the notebooks lying directly in ``folder`` are an LMS download (their names are
+    the students) rather than one student's own folder (the folder is the student): every
+    notebook there (on disk, and ``given``) has a download name, and they name two students or
+    more, or the folder also holds students' folders (``classes``). One plain name, or download
+    names of one student alone, make it a student's folder: a student cannot hand in a file
+    named as a classmate's download."""
+    try:
+        names = [n for n in os.listdir(folder) if n.endswith(".ipynb")]
+    except OSError:
+        names = []
+    whom = {_download_student(n) for n in [*names, *given]}
+    return None not in whom and (len(whom) >= 2 or classes)
+
+
 def _below(p: Path, roots: list[str]) -> tuple[str, tuple[str, ...]] | None:
     """(the given folder, the path below it) for the nearest given folder holding ``p``."""
     found = [(r, p.relative_to(Path(os.path.abspath(r))).parts) for r in roots
@@ -192,7 +216,8 @@ def _below(p: Path, roots: list[str]) -> tuple[str, tuple[str, ...]] | None:
     return min(found, key=lambda f: len(f[1])) if found else None
 
 
-def identify_student(path: str, roots: list[str], flat: bool = True) -> Student:
+def identify_student(path: str, roots: list[str], flat: bool = True,
+                     downloads: set[str] | None = None) -> Student:
     """The student of ``path``, given the files and folders named on the command line.
 
     A file in a folder below a given folder belongs to that first folder (one folder per
@@ -200,14 +225,16 @@ def identify_student(path: str, roots: list[str], flat: bool = True) -> Student:
     Download names (Canvas, Moodle) are read only where the LMS puts them: a file lying
     directly in a given folder, or given itself when all the files given (``flat``) share one
     folder; otherwise a file belongs to the folder that holds it. ``folder`` is where the
-    identity comes from: files of different folders never share a student.
+    identity comes from: files of different folders never share a student. ``downloads`` (the
+    absolute folders that ``is_download_folder``; None: all) limits where download names count:
+    elsewhere the file is the student's of the folder that holds it.
     """
     p = Path(os.path.abspath(path))
     below = _below(p, roots)
     if below is not None and len(below[1]) > 1:
         return _from_folder(below[1][0], os.path.normpath(os.path.join(below[0], below[1][0])))
     folder = os.path.normpath(below[0] if below else os.path.dirname(path) or ".")
-    if below is not None or flat:
+    if (below is not None or flat) and (downloads is None or str(p.parent) in downloads):
         return _from_download_name(p, folder)
     return _from_folder(p.parent.name or str(p.parent), folder)
 
@@ -240,9 +267,19 @@ def assign_students(results: list[Result], inputs: list[str]) -> None:
     """
     loose = {os.path.dirname(os.path.abspath(r.submission)) for r in results
              if _below(Path(os.path.abspath(r.submission)), inputs) is None}
+    direct: dict[str, list[str]] = {}      # folder -> the names in it that could be downloads
+    for r in results:
+        p = Path(os.path.abspath(r.submission))
+        direct.setdefault(str(p.parent), []).append(p.name)
+    above = {str(q) for r in results for q in Path(os.path.abspath(r.submission)).parents[1:]}
+    downloads = {d for d, names in direct.items() if is_download_folder(d, names, d in above)}
     claims: dict[str, set[str]] = {}
     for r in results:
-        s = identify_student(r.submission, inputs, flat=len(loose) <= 1)
+        s = identify_student(r.submission, inputs, flat=len(loose) <= 1, downloads=downloads)
+        if s != identify_student(r.submission, inputs, flat=len(loose) <= 1):
+            r.notes.append(f"the file name {safetext.line(os.path.basename(r.submission), 120)!r} "
+                           f"is an LMS download name, but it lies in the student's own folder: "
+                           f"graded as {s.name!r}'s")
         r.student, r.student_id, r.student_from = s.name, s.lms_id, s.source
         r.student_folder = s.folder
         claims.setdefault(s.lms_id or s.name, set()).add(s.folder)
