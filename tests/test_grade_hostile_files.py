@@ -272,6 +272,26 @@ def test_one_budget_per_student_and_at_most_two_copies(tmp_path):
     assert "01_fixture (2).ipynb" in look and "01_fixture (3).ipynb" in look
 
 
+def test_the_grading_view_holds_no_expected_answer_of_the_challenges(tmp_path):
+    """12_find_the_bug and 13_predict: inside the sandbox the checks are the recording side only
+    (``course/checks`` is a stub), so no fixed source and no closed-form expectation of the
+    learner's package is there to read. Pasting them as literals from the learner's own install
+    is not prevented (grading-security.md, Limits)."""
+    from dptlearn.course.checks import bugs, predict
+    from dptlearn.course.grading.view import build_view
+
+    view = build_view(ROOT / "dptlearn", tmp_path)
+    assert sorted(p.name for p in (view / "course" / "checks").iterdir()) == ["__init__.py"]
+    expected = [v for k, v in vars(bugs).items() if k.endswith("_FIXED") and isinstance(v, str)]
+    assert len(expected) >= 6, expected
+    expected += ["def dust3r_shapes", "def head_params",
+                 repr(predict.dust3r_shapes(**predict.CONFIG)),
+                 repr(predict.head_params(**predict.DPT_LARGE))]
+    for path in view.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not [e for e in expected if e in text], path
+
+
 def test_a_name_that_is_not_utf8_falls_back_to_a_hash(files_run):
     data = result_of(files_run, "non_utf8_name")
     assert data["submission"].endswith("\\xe9l\\xe8ve/01_fixture-caf\\xe9.ipynb")
