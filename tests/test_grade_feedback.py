@@ -177,3 +177,60 @@ def test_a_capstone_zero_is_linked_to_the_misnamed_notebook(tmp_path):
     write_feedback(tmp_path, results)
     assert "'homework.ipynb' matched no assignment" in (tmp_path / "feedback" / "alice.md").read_text()
     assert "matched no assignment" not in (tmp_path / "feedback" / "bob.md").read_text()
+
+
+def test_the_teachers_class_reads_plainly_to_each_student(tmp_path):
+    """What the teacher found: dave's notebook that matched no assignment read "Total: 5/5" and
+    "`not graded`: 0/0" with nothing telling him to hand it in again; erin read "student 'erin'
+    handed in …"; a written answer sat in a ```python block and showed "0/2" in summary.md but
+    "—/2" in the feedback; summary.md's total of an assignment with a pending answer said 6/6."""
+    from dptlearn.course.grading.report import summary_md
+    graded = result("dave", "subs/dave/03_reassemble.ipynb", [ex("add", 1, 1, "passed")])
+    lost = Result("subs/dave/assignment3.ipynb", "dave__assignment3", None, 0, 0, [],
+                  error="not graded: no assignment matches 'assignment3.ipynb' (expected one of "
+                        "['01_fixture'])", student="dave", student_from="folder",
+                  student_folder="subs/dave")
+    erin = [result("erin", f"subs/erin/{n}", [ex("add", p, 1, "passed" if p else "add: wrong")])
+            for n, p in (("01_fixture.ipynb", 0), ("01_fixture (1).ipynb", 1))]
+    answer = ExerciseResult("why_round_up", 0, 2, False, "not scored yet: your teacher scores "
+                            "written answers by hand", [], code="Because **the skip** [x](y)",
+                            kind="written", unscored=True)
+    frank = result("frank", "subs/frank/01_fixture.ipynb",
+                   [ex("add", 1, 1, "passed"), ex("grid", 2, 2, "passed"),
+                    ex("factor", 3, 3, "passed"), answer])
+    frank.max_score = 6                             # the pending 2 are left out of max_score
+    write_feedback(tmp_path, [graded, lost, *erin, frank])
+    dave = (tmp_path / "feedback" / "dave.md").read_text()
+    assert "**Total: 1/6** (1 notebook(s) you handed in were not graded: see below and hand " \
+           "them in again)" in dave
+    assert "## `assignment3.ipynb: not graded`: not graded" in dave and "0/0" not in dave
+    assert "You handed in assignment3.ipynb, but it matches none of the course's assignments, " \
+           "so it was not graded and counts for nothing" in dave
+    assert "hand it in again" in dave
+    html = (tmp_path / "feedback" / "dave.html").read_text()
+    assert "not graded: see below and hand them in again" in html and "0/0" not in html
+    erin_md = (tmp_path / "feedback" / "erin.md").read_text()
+    assert "You handed in 01_fixture 2 times (01_fixture (1).ipynb, 01_fixture.ipynb); your " \
+           "grade counts the best score, 1" in erin_md
+    assert "student 'erin'" not in erin_md
+    frank_md = (tmp_path / "feedback" / "frank.md").read_text()
+    assert "```text\n  Because **the skip** [x](y)\n  ```" in frank_md and "```python" not in frank_md
+    assert "… `why_round_up` not scored yet (2 points):" in frank_md and "—/2" not in frank_md
+    frank_html = (tmp_path / "feedback" / "frank.html").read_text()
+    assert "… not scored yet (2 points)" in frank_html and "—/2" not in frank_html
+    md = summary_md([graded, lost, *erin, frank])
+    assert "… not scored yet (2 points)" in md and "… 0/2" not in md
+    (row,) = [ln for ln in md.splitlines() if ln.startswith("| `frank`")]
+    assert "**6/6** (+2 to score)" in row
+
+
+@pytest.mark.parametrize("failure, role, said", [
+    ("SyntaxError: expected ':' (296811889.py, line 1)", "solution",
+     "SyntaxError: expected ':' (your code cell of this exercise, line 1)"),
+    ("NameError: x\n  File /tmp/ipykernel_41/3056218831.py:4", "check",
+     "NameError: x\n  File the check cell of this exercise, line 4"),
+    ("ValueError: bad (model.py, line 3)", "solution", "ValueError: bad (model.py, line 3)"),
+])
+def test_a_cells_kernel_file_name_is_said_in_the_students_terms(failure, role, said):
+    from dptlearn.course.grading.scoring import report_message
+    assert report_message({"failure": failure, "role": role, "outcome": "failure"}) == said

@@ -173,7 +173,10 @@ def test_a_score_for_an_answer_that_changed_since_the_sheet_is_not_applied(cours
     bob = subs / "bob" / f"{crafted.ASSIGNMENT}.ipynb"
     shutil.copy(released / f"{crafted.ASSIGNMENT}.ipynb", bob)     # the answer as handed out
     report = tmp_path / "report"
+    capsys.readouterr()
     assert grade.main([str(subs), "--solutions", str(course), "--report-dir", str(report)]) == 0
+    said = capsys.readouterr().out                  # the console total says what is pending
+    assert "(class total 0/6, +2 written point(s) not scored yet)" in said, said
     sheet = rows((report / "written-answers.csv").read_text())
     assert sheet[0]["answer_sha256"].startswith("sha256:") and len(sheet[0]["answer_sha256"]) == 23
     sheet[0]["points"] = "0"                                        # the teacher: 0/2, empty

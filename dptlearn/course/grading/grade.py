@@ -48,7 +48,7 @@ from ..exercises import Assignment, SourceError, read_assignments, repo_root
 from . import safetext
 from .files import hard_link_notes
 from .classfiles import write_class_files
-from .report import Result, write_partial_junit, write_result
+from .report import Result, pending_points, write_partial_junit, write_result
 from .merging import main as merge_main
 from .reportnames import carry_students
 from .reportdir import (ReportDirError, fresh_report_dir, refused_status, run_manifest,
@@ -228,9 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     except SandboxFailure as exc:           # the grader's or the machine's, not the class's
         print(f"dptlearn-grade: {exc}; {opts.report_dir} was left as it was", file=sys.stderr)
         return 1
-    total = sum(r.score for r in results)
+    total, pending = sum(r.score for r in results), pending_points(results)
     print(f"graded {len(results)} submission(s); reports in {opts.report_dir} "
-          f"(class total {total}/{sum(r.max_score for r in results)})")
+          f"(class total {total}/{sum(r.max_score for r in results)}"
+          + (f", +{pending} written point(s) not scored yet" if pending else "") + ")")
     return refused_status(results)
 
 

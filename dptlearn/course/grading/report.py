@@ -206,7 +206,8 @@ def _flags(e: ExerciseResult) -> str:
 
 def _md_cell(e: ExerciseResult, message: bool = False) -> str:
     """A table cell: points and flags; the message goes below the table (``_md_messages``)."""
-    mark = f"{'…' if e.unscored else '✓' if e.passed else '✗'} {e.points}/{e.max_points}"
+    mark = (f"… {NOT_SCORED_YET} ({e.max_points} points)" if e.unscored
+            else f"{'✓' if e.passed else '✗'} {e.points}/{e.max_points}")
     if message:
         mark += f": {_md(e.message, False)}"
     return mark + (f" ⚑ {_flags(e)}" if e.flags else "")
@@ -239,7 +240,8 @@ def summary_md(results: list[Result]) -> str:
         for r in mine:
             by_id = {e.id: e for e in r.exercises}
             cells = [_md_cell(by_id[c]) if c in by_id else "" for c in cols]
-            score = f"**{r.score}/{r.max_score}**" + (f" ({_md(r.error)})" if r.error else "")
+            score = (f"**{r.score}/{r.max_score}**{pending_text(pending_points([r]))}"
+                     + (f" ({_md(r.error)})" if r.error else ""))
             lines.append(f"| {_md(r.student or '')} | {_md(r.submission)} | {_md(name)} | {score} | "
                          + " | ".join(cells) + " |")
         lines.append("")
@@ -288,6 +290,18 @@ def duplicate_warnings(results: list[Result]) -> list[str]:
                            f"({', '.join(r.submission for r in same)}); the gradebook counts "
                            f"the best score, {_best_by_assignment(same)[a].score}")
     return out
+
+
+NOT_SCORED_YET = "not scored yet"
+
+
+def pending_points(results: list[Result]) -> int:
+    """The points of the written answers not scored yet (left out of ``max_score``)."""
+    return sum(e.max_points for r in results for e in r.exercises if e.unscored)
+
+
+def pending_text(points: int) -> str:
+    return f" (+{points} to score)" if points else ""
 
 
 def unscored_warnings(results: list[Result]) -> list[str]:

@@ -16,6 +16,7 @@ and ``exercise_result`` turns it into the report's ``ExerciseResult``.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,9 @@ from .sandboxed.cells import clean_message
 from .untrusted import UnreadableResults, load_results
 
 NO_ANSWER = "no answer was recorded"
+# ipykernel compiles each cell as a file of its own (/tmp/ipykernel_<pid>/<hash>.py): a message
+# that names it says "(296811889.py, line 1)", which the student cannot find
+CELL_FILE = re.compile(r"(\()?(?:[^\s(),]*ipykernel_\d+/)?\d{6,}\.py(?:, line |:)(\d+)(?(1)\))")
 
 
 @dataclass
@@ -69,8 +73,15 @@ class Verdict:
 
 
 def report_message(report: dict) -> str:
-    """What a cell's report (``untrusted.cell_report``) says went wrong, or its outcome."""
-    return report.get("message") or report.get("failure") or report["outcome"]
+    """What a cell's report (``untrusted.cell_report``) says went wrong, or its outcome; the
+    kernel's file name of a cell is said as the student sees it (that cell, its line)."""
+    text = report.get("message") or report.get("failure") or report["outcome"]
+    cell = {"solution": "your code cell", "check": "the check cell"}.get(report.get("role"),
+                                                                        "that cell")
+    def said(m: re.Match) -> str:
+        where = f"{cell} of this exercise, line {m.group(2)}"
+        return f"({where})" if m.group(1) else where
+    return CELL_FILE.sub(said, text)
 
 
 def answer_verdict(judge, ex_id: str, results: Path, check_cell: dict | None,
