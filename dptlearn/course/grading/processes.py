@@ -201,8 +201,8 @@ class ClassRun:
         if self.silent and not self.heard:
             raise SandboxFailure(
                 f"the sandbox failed for every notebook of this run ({self.silent}: pytest "
-                f"reported nothing), a failure of the grader or the machine, not of the "
-                f"students; no report was written. The first sandbox's log ends: "
+                f"reported nothing), which points at the grader or the machine rather than "
+                f"at the students; no report was written. The first sandbox's log ends: "
                 f"{self.silent_log or '(empty)'}")
 
     def run_student(self, groups: list[list[StagedNotebook]]) -> None:
