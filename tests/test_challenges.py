@@ -88,31 +88,42 @@ def test_comments_and_spacing_do_not_count_as_changes(capsys):
     assert "passed" in capsys.readouterr().out
 
 
-# (check, a planted wrong answer: (old, new) replacements of the given code, the message it must give)
+# (check, a planted wrong answer: (old, new) replacements of the given code, the message it must give).
+# The behaviour is judged first: while it is wrong, the message gives the evidence only.
+STILL = "the bug is still there"
 PLANTED = [
     (bugs.BugGrid, [('"b (nw nh) c -> b c nh nw", nh=nh, nw=nw)', '"b (nh nw) c -> b c nh nw", nh=nh, nw=nw)'),
-                    ("grids = []", "grids = list()")], "you changed `grids = []`, which was right"),
+                    ("for h in hooks:", "for h in list(hooks):")], "you also changed `for h in hooks:`, which was right"),
     (bugs.BugGrid, [('grids.append(rearrange(t, "b (nw nh) c -> b c nh nw", nh=nh, nw=nw))',
                      "grids.append(t.reshape(t.shape[0], t.shape[2], nh, nw))")], "reshape instead of moving"),
-    (bugs.BugGrid, [("    H, W = image_size", "    B = len(tokens)\n    H, W = image_size")], "you added `B = len(tokens)`"),
+    (bugs.BugGrid, [('"b (nw nh) c -> b c nh nw", nh=nh, nw=nw)', '"b (nh nw) c -> b c nh nw", nh=nh, nw=nw)'),
+                    ("    H, W = image_size", "    B = len(tokens)\n    H, W = image_size")],
+     "you also added `B = len(tokens)`"),
     (bugs.BugAlign, [('mode="bilinear")', 'mode="nearest")')], "nearest-neighbour upsampling"),
     (bugs.BugAlign, [('mode="bilinear")', 'mode="bilinear", align_corners=True)'), ("padding=1)\n        return",
                                                                                  "padding=1)\n        return 1.0 *")],
-     "you changed `return t + out`, which was right"),
+     "you also changed `return t + out`, which was right"),
     (bugs.BugCrop, [("path[..., -h:, -w:]", "path[..., -h:, :w]")], "you dropped the first row(s)"),
     (bugs.BugCrop, [("path[..., -h:, -w:]", "F.interpolate(path, size=(h, w), mode='bilinear', align_corners=True)")],
      "you resized the coarse path"),
     (bugs.BugReadout, [("F.gelu(F.linear(pairs, weight, bias))", "F.linear(torch.cat([patches, readout.expand_as("
                                                                   "patches)], dim=-1), weight, bias)")],
-     "you changed `return F.gelu(F.linear(pairs, weight, bias))`, which was right"),
+     "missing GELU after the Linear layer"),
     (bugs.BugReadout, [("[readout.expand_as(patches), patches]", "[patches, readout.expand_as(patches)]"),
-                       ("F.gelu(F.linear", "F.relu(F.linear")], "you changed `return F.gelu"),
+                       ("F.gelu(F.linear", "F.relu(F.linear")], "ReLU where DPT uses GELU"),
+    (bugs.BugReadout, [("[readout.expand_as(patches), patches]", "[patches, readout.expand_as(patches)]"),
+                       ("readout = tokens[:, :1]", "readout = tokens[:, 0:1]")],
+     "you also changed `readout = tokens[:, :1]`, which was right"),
     (bugs.BugExp, [("torch.exp(d)", "d")], "that is depth mode 'linear'"),
-    (bugs.BugExp, [("torch.exp(d)", "torch.expm1(d)"), ("d.clamp(min=1e-8)", "d")],
-     "you changed `direction = xyz / d.clamp(min=1e-08)`, which was right"),
+    (bugs.BugExp, [("torch.exp(d)", "torch.log1p(d)")], "log1p (ln(1 + d)) where DUSt3R uses expm1"),
+    (bugs.BugExp, [("torch.exp(d)", "torch.expm1(d)"), ("raw.permute(0, 2, 3, 1)", "raw.permute(0, 2, 3, 1) * 1")],
+     "you also changed `fmap = raw.permute(0, 2, 3, 1)`, which was right"),
     (bugs.BugExp, [("direction * torch.exp(d)", "xyz * torch.expm1(d)")], "you scaled the vector itself"),
     (bugs.BugInplace, [("F.conv2d(act(x), w1", "F.conv2d(x, w1")], "missing pre-activation"),
-    (bugs.BugInplace, [("return x + out", "return x.clone() + out")], "you changed `return x + out`"),
+    (bugs.BugInplace, [("nn.ReLU(inplace=True)", "nn.LeakyReLU()")], "LeakyReLU where DUSt3R's unit uses ReLU"),
+    (bugs.BugInplace, [("return x + out", "return x.clone() + out")], STILL),
+    (bugs.BugInplace, [("nn.ReLU(inplace=True)", "nn.ReLU()"), ("return x + out", "return out + x")],
+     "you also changed `return x + out`, which was right"),
 ]
 
 
@@ -123,22 +134,53 @@ def test_a_planted_wrong_answer_is_named(cls, edits, message):
     for old, new in edits:
         assert old in src, old
         src = src.replace(old, new)
-    assert message in verdict(c, define(src, c.function))
+    msg = verdict(c, define(src, c.function))
+    assert message in msg and "the bug is elsewhere" not in msg
+
+
+# a statement that was right, changed, with the bug left in: the verdict is the behaviour's evidence only
+ELSEWHERE = [(bugs.BugGrid, "for h in hooks:", "for h in list(hooks):"),
+             (bugs.BugAlign, 'out = unit(out, "resConfUnit2")', 'out = unit(out + 0.0, "resConfUnit2")'),
+             (bugs.BugCrop, "for i in (2, 1, 0):", "for i in [2, 1, 0]:"),
+             (bugs.BugReadout, "patches = tokens[:, 1:]", "patches = tokens[:, 1:].clone()"),
+             (bugs.BugExp, "xyz = fmap[..., :3]", "xyz = fmap[..., 0:3]"),
+             (bugs.BugInplace, "return x + out", "return out + x")]
+
+
+@pytest.mark.parametrize("cls,old,new", ELSEWHERE, ids=[c.name for c, *_ in ELSEWHERE])
+def test_changing_a_right_statement_while_the_bug_stays_names_no_statement(cls, old, new):
+    c = cls()
+    assert old in c.BUGGY
+    msg = verdict(c, define(c.BUGGY.replace(old, new), c.function))
+    assert STILL in msg and "which was right" not in msg and "`" not in msg, msg
+    assert " on a " in msg or " on (" in msg            # the input that shows it
 
 
 def test_an_answer_that_keeps_the_bug_in_a_rewritten_line_is_told_so():
     c = bugs.BugAlign()      # the bug's line changed, but to the same call: the output is still the given code's
     src = c.BUGGY.replace('mode="bilinear")', 'mode="bilinear", align_corners=False)')
-    assert "your output is still the given code's" in verdict(c, define(src, c.function))
+    assert "your output on this input is still the given code's" in verdict(c, define(src, c.function))
 
 
-def test_the_in_place_fix_may_sit_at_the_first_use_and_a_changed_input_is_named(capsys):
+@pytest.mark.parametrize("cls,old,new", [
+    (bugs.BugGrid, "grids = []", "grids = list()"),                       # a trivial spelling is no change
+    (bugs.BugInplace, "F.conv2d(act(x), w1", "F.conv2d(F.relu(x), w1"),  # the one change, at the ReLU's first use
+    (bugs.BugReadout, "F.linear(pairs, weight, bias)",                     # the one change: the weight's halves
+     "F.linear(pairs, weight.roll(weight.shape[1] // 2, dims=1), bias)"),
+])
+def test_one_change_in_one_place_that_fixes_the_behaviour_passes(cls, old, new, capsys):
+    c = cls()
+    src = (c.FIXED if old == "grids = []" else c.BUGGY).replace(old, new)
+    assert src != c.BUGGY
+    c(define(src, c.function), device="cpu")
+    assert "passed" in capsys.readouterr().out
+
+
+def test_an_input_changed_in_place_is_named():
     from dptlearn.course import probe
 
-    c = bugs.BugInplace()    # the fix moved to the ReLU's first use on x: allowed (statement 2 is in ``also``)
-    ok = define(c.BUGGY.replace("F.conv2d(act(x), w1", "F.conv2d(F.relu(x), w1"), c.function)
-    c(ok, device="cpu")
-    assert "passed" in capsys.readouterr().out
+    c = bugs.BugInplace()
+    ok = define(c.FIXED, c.function)
     case = c.case(0)
     results = probe.execute(ok, case.plan, "cpu")
     results[1]["mutated"] = [0]                   # right values, but x overwritten in place
@@ -427,6 +469,9 @@ def test_the_transfer_solutions_match_transformers(parts, capsys):
       ("path = self.fusion[3](levels[3])", "path = self.fusion[3](levels[3])[..., :levels[2].shape[-2], "
                                            ":levels[2].shape[-1]]")], "transformers' DPT does not crop"),
     ([("return F.relu(self.head(path)).squeeze(1)", "return self.head(path).squeeze(1)")], "ends with a ReLU"),
+    ([('mode="bilinear", align_corners=False)\n            path = self.fusion[i]',
+       'mode="bilinear", align_corners=True)\n            path = self.fusion[i]')],
+     "the skip's resize uses align_corners=True"),
     ([("grids = [mine.tokens_to_grid(r(t), nh, nw)", "grids = [mine.tokens_to_grid(t[:, 1:], nh, nw)")],
      "each hooked layer has a ReadoutProject of its own"),
 ])
@@ -496,3 +541,20 @@ def test_a_broken_part_is_named_with_its_notebook(parts):
     msg = verdict(checks.transfer_depth_anything, transfer(Parts(loaded, {}, [])))
     assert msg.startswith("transfer_depth_anything: your FusionBlock from 04_refinenet_fusion.ipynb is wrong")
     assert "swapped" in msg
+
+
+def test_log1p_for_expm1_and_a_leaky_relu_are_named_by_the_exercise_checks():
+    """#23 learner: the likely slips of 05's depth_activation and 04's residual_conv_unit, named as such."""
+    def log1p_depth(xyz, mode):
+        if mode[1:] != (-float("inf"), float("inf")):
+            raise ValueError("bounded")
+        d = xyz.norm(dim=-1, keepdim=True)
+        u = xyz / d.clamp(min=1e-8)
+        return {"linear": xyz, "square": u * d.square(), "exp": u * torch.log1p(d)}[mode[0]]
+
+    def leaky_unit(x, w1, b1, w2, b2):
+        out = F.conv2d(F.leaky_relu(x), w1, b1, padding=1)
+        return x + F.conv2d(F.leaky_relu(out), w2, b2, padding=1)
+
+    assert "log1p (ln(1 + d)) where DUSt3R uses expm1" in verdict(checks.depth_activation, log1p_depth)
+    assert "LeakyReLU where DUSt3R's unit uses ReLU" in verdict(checks.residual_conv_unit, leaky_unit)

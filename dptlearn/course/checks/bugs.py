@@ -2,15 +2,18 @@
 
 Each exercise hands out a plausible function (``BUGGY``, the notebook's given cell, kept equal to
 it by tests/test_challenges.py) with one silent bug of a kind the other checks name. The learner
-fixes it; the check then proves two things:
+fixes it; the check judges in this order, so that it is no oracle for where the bug is:
 
-- **nothing else changed**: the probe records the source of the learner's function, and its
-  statements (AST, unparsed: comments, blank lines and docstrings do not count) are compared
-  with those of the given code; only the bug's statements (``bug``: those the reference fix
-  changes, plus ``also``) may differ, or lines be added next to them;
-- **the fix**: the function runs on seeded inputs (secret when grading) whose shapes make the
-  bug visible, and its output must equal dptlearn's reference. An output that still equals the
-  given code's says so, without naming the bug; other wrong fixes are named.
+1. **the behaviour**: the function runs on seeded inputs (secret when grading) whose shapes make
+   the bug visible, and its output must equal dptlearn's reference. While it does not, the
+   verdict names only the evidence (which input shows it: "your output on <input> is still the
+   given code's", or a known wrong fix by name), never which statements are right;
+2. **one change in one place**: only once the behaviour is right, the probe's record of the
+   learner's source is compared with the given code, statement by statement (AST, unparsed:
+   comments, blank lines, docstrings and trivial spellings such as ``list()`` for ``[]`` do not
+   count). The same rule for all six: *the fix* is one run of changed statements in one place
+   (one statement rewritten, lines added next to it, or both), anywhere in the function; every
+   change elsewhere is named ("you also changed `...`, which was right as given: put it back").
 """
 from __future__ import annotations
 
@@ -31,8 +34,8 @@ from .. import probe
 from .fusion import CROP_MISTAKES, NEAREST_MSG, fusion_variant, standin_blocks, wiring
 from .harness import Case, Check, call, generator, randomize_, standin
 
-STILL = ("your output is still the given code's: the bug is still there (this input shows it; the "
-         "card's test input did not)")
+STILL = ("your output on this input is still the given code's: the bug is still there (this input is "
+         "the evidence: run your function on one like it and compare with what the card says it must do)")
 SOURCE_LIMIT = 20_000
 BLOCKS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.For, ast.AsyncFor, ast.While, ast.If,
           ast.With, ast.AsyncWith, ast.Try)
@@ -42,9 +45,25 @@ def _is_docstring(st: ast.stmt) -> bool:
     return isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant) and isinstance(st.value.value, str)
 
 
+EMPTY = {"list": ast.List, "dict": ast.Dict, "tuple": ast.Tuple}
+
+
+class _Spelling(ast.NodeTransformer):
+    """Trivial spellings as one: ``list()``, ``dict()``, ``tuple()`` as ``[]``, ``{}``, ``()``."""
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        if isinstance(node.func, ast.Name) and node.func.id in EMPTY and not node.args and not node.keywords:
+            kind = EMPTY[node.func.id]
+            return kind(keys=[], values=[]) if kind is ast.Dict else kind(elts=[], ctx=ast.Load())
+        return node
+
+
 def statements(fn: ast.FunctionDef) -> list[str]:
     """The function's signature and statements in source order, each unparsed on one line
-    (a block statement by its header: ``for h in hooks:``); docstrings left out."""
+    (a block statement by its header: ``for h in hooks:``); docstrings left out, trivial
+    spellings made one (``_Spelling``)."""
+    fn = _Spelling().visit(copy.deepcopy(fn))
     out = [f"def {fn.name}({ast.unparse(fn.args)})"]
 
     def walk(body):
@@ -78,18 +97,17 @@ def function_def(source: str, name: str) -> ast.FunctionDef | None:
 
 
 class FindTheBug(Check):
-    """A given function with one bug: the learner's fix may change only the bug's statements."""
+    """A given function with one bug: the behaviour first, then the fix must be one change in one place."""
 
     function = ""                 # the given function's name
     BUGGY = FIXED = ""            # the handed-out code and a fix (the bug's statements are where they differ)
-    also: tuple[int, ...] = ()    # further statements (indexes into ``statements(BUGGY)``) a fix may change
     dims = ""
 
     def __init__(self):
         self.given = statements(function_def(self.BUGGY, self.function))
         fixed = statements(function_def(self.FIXED, self.function))
         ops = difflib.SequenceMatcher(None, self.given, fixed, autojunk=False).get_opcodes()
-        self.bug = {i for tag, i1, i2, *_ in ops if tag != "equal" for i in range(i1, i2)} | set(self.also)
+        self.bug = {i for tag, i1, i2, *_ in ops if tag != "equal" for i in range(i1, i2)}
 
     # ------------------------------------------------------------------ the three phases
 
@@ -104,11 +122,19 @@ class FindTheBug(Check):
         if "raised" in r:
             self.fail(f"could not read the source of your {self.function} ({r['raised']}: {r.get('message', '')}): "
                       f"hand in the function itself, defined with `def` in a cell of this notebook")
-        self.same_code_but_the_bug(r["value"])
-        for i, (what, args, want, cands) in enumerate(case.data["runs"], start=1):
-            got = self.value(case, results, i)
-            self.judge_output(results, i, what, got, want, cands)
+        got = self.learner_statements(r["value"])
+        if got == self.given:
+            self.fail("your function is still the code you were given, statement for statement: the bug is still "
+                      "there — find it (the card says what the function must do; compare with the lecture)")
+        for i, (what, args, want, cands) in enumerate(case.data["runs"], start=1):   # 1. the behaviour
+            out = self.value(case, results, i)
+            self.judge_output(results, i, what, out, want, cands)
+        self.behaviour(case, results)
+        self.one_change(got)                                                         # 2. one place
         return self.passed
+
+    def behaviour(self, case, results) -> None:
+        """Further behaviour a fix must show (the in-place bug: the input left untouched)."""
 
     def judge_output(self, results, i, what, got, want, cands):
         if isinstance(want, list):
@@ -120,7 +146,7 @@ class FindTheBug(Check):
         else:
             self.compare(got, want, label=what, dims=self.dims, result=results[i], candidates=cands)
 
-    def same_code_but_the_bug(self, source) -> None:
+    def learner_statements(self, source) -> list[str]:
         if not isinstance(source, str) or len(source) >= SOURCE_LIMIT:
             self.fail(f"the recorded source of your {self.function} is not a function's text")
         try:
@@ -130,21 +156,24 @@ class FindTheBug(Check):
         if fn is None:
             self.fail(f"hand in the given function `{self.function}`, fixed: your answer's source defines no "
                       f"`def {self.function}` (keep its name and signature)")
-        got = statements(fn)
+        return statements(fn)
+
+    def one_change(self, got: list[str]) -> None:
+        """The behaviour is right: the fix must be one run of changes in one place; name any other."""
         ops = difflib.SequenceMatcher(None, self.given, got, autojunk=False).get_opcodes()
         changes = [op for op in ops if op[0] != "equal"]
-        if not changes:
-            self.fail("your function is still the code you were given, statement for statement: the bug is still "
-                      "there — find it (the card says what the function must do; compare with the lecture)")
-        for tag, i1, i2, j1, j2 in changes:
-            if tag == "insert":
-                if not {i1 - 1, i1} & self.bug:
-                    self.fail(f"you added `{got[j1]}`: the fix needs no new line there — change only the bug's "
-                              f"line and leave the rest as it was given")
-            elif not set(range(i1, i2)) <= self.bug:
-                line = next(self.given[i] for i in range(i1, i2) if i not in self.bug)
-                self.fail(f"you changed `{line}`, which was right as given: only the bug's line may change "
-                          f"(put that one back; the bug is elsewhere)")
+        if len(changes) <= 1:
+            return
+        # the extra change: the first one off the planted bug's statements (the second if all touch them)
+        def near_bug(op):
+            return bool(set(range(op[1], max(op[2], op[1] + 1))) & self.bug)
+        tag, i1, i2, j1, j2 = next((op for op in changes if not near_bug(op)), changes[1])
+        head = "your output is right now, but you also"
+        if tag == "insert":
+            self.fail(f"{head} added `{got[j1]}`, away from your fix: the fix is one change in one place "
+                      f"(the card says so): take that line out")
+        self.fail(f"{head} changed `{self.given[i1]}`, which was right as given: put it back (the fix is one "
+                  f"change in one place; an equivalent rewrite still counts as a change)")
 
     # ------------------------------------------------------------------ per exercise
 
@@ -173,7 +202,7 @@ class BugGrid(FindTheBug):
     name, function, dims = "bug_hooked_grids", "hooked_grids", "(B, C, nh, nw)"
     forbidden = ("dptlearn.grid", "dptlearn.dpt.TokensToGrid", "dptlearn.tokens.select_hooked_tokens")
     BUGGY, FIXED = GRID_BUGGY, GRID_FIXED
-    passed = "the grids of 4 hooked layers on two non-square patch grids; only the bug's line changed"
+    passed = "the grids of 4 hooked layers on two non-square patch grids; one change in one place"
 
     def runs(self, seed):
         g = generator(self.name, seed, 0)
@@ -222,7 +251,7 @@ class BugAlign(FindTheBug):
     name, function, dims = "bug_fusion_block", "fusion_block", "(B, D, 2h, 2w)"
     forbidden = ("dptlearn.fusion", "dptlearn.fast")
     BUGGY, FIXED = ALIGN_BUGGY, ALIGN_FIXED
-    passed = "a fusion block on 3x5 and 4x4 maps with DUSt3R-layout weights; only the bug's line changed"
+    passed = "a fusion block on 3x5 and 4x4 maps with DUSt3R-layout weights; one change in one place"
 
     def runs(self, seed):
         out = []
@@ -253,7 +282,7 @@ class BugCrop(FindTheBug):
     name, function, dims = "bug_fuse_levels", "fuse_levels", "(B, D, 8nh, 8nw)"
     forbidden = ("dptlearn.fusion",)
     BUGGY, FIXED = CROP_BUGGY, CROP_FIXED
-    passed = "stand-in blocks on odd and even patch grids; only the bug's line changed"
+    passed = "stand-in blocks on odd and even patch grids; one change in one place"
 
     def runs(self, seed):
         g = generator(self.name, seed, 0)
@@ -293,7 +322,7 @@ class BugReadout(FindTheBug):
     name, function, dims = "bug_readout_project", "readout_project", "(B, N, C)"
     forbidden = ("dptlearn.tokens",)
     BUGGY, FIXED = READOUT_BUGGY, READOUT_FIXED
-    passed = "readout 'project' with DPT's weight layout on two token sets; only the bug's line changed"
+    passed = "readout 'project' with DPT's weight layout on two token sets; one change in one place"
 
     def runs(self, seed):
         out = []
@@ -324,7 +353,7 @@ class BugExp(FindTheBug):
     name, function, dims = "bug_points_from_raw", "points_from_raw", "(B, H, W, 3)"
     forbidden = ("dptlearn.postprocess",)
     BUGGY, FIXED = EXP_BUGGY, EXP_FIXED
-    passed = "pts3d of raw maps with small and large vectors, zero vectors included; only the bug's line changed"
+    passed = "pts3d of raw maps with small and large vectors, zero vectors included; one change in one place"
 
     def runs(self, seed):
         g = generator(self.name, seed, 0)
@@ -336,6 +365,7 @@ class BugExp(FindTheBug):
         direction = xyz / d.clamp(min=1e-8)
         want = ref_post.depth_activation(xyz, ("exp", -math.inf, math.inf))
         cands = [(STILL, lambda: direction * torch.exp(d)),
+                 ("log1p (ln(1 + d)) where DUSt3R uses expm1 (e^d − 1): the inverse of the right remap, so far points come out far too close (lecture 05: why expm1)", lambda: direction * torch.log1p(d)),
                  ("that is depth mode 'linear' (the vector as it is): 'exp' remaps its length d to e^d - 1",
                   lambda: xyz.clone()),
                  ("that is depth mode 'square' (length d^2): 'exp' remaps the length d to e^d - 1",
@@ -358,8 +388,7 @@ class BugInplace(FindTheBug):
     name, function, dims = "bug_residual_unit", "residual_unit", "(B, D, h, w)"
     forbidden = ("dptlearn.fusion", "dptlearn.fast")
     BUGGY, FIXED = INPLACE_BUGGY, INPLACE_FIXED
-    also = (2,)          # statement 2, the first use of the ReLU on x, may take the fix instead
-    passed = "the unit on two maps, input left untouched; only the bug's lines changed"
+    passed = "the unit on two maps, input left untouched; one change in one place"
 
     def runs(self, seed):
         from .fusion import rcu
@@ -374,16 +403,16 @@ class BugInplace(FindTheBug):
                      ("missing pre-activation: the unit's first ReLU comes before conv1",
                       lambda a=args: rcu(*a, pre=False)),
                      ("ReLU after the residual add: DUSt3R's unit ends with the add",
-                      lambda a=args: rcu(*a, final_relu=True))]
+                      lambda a=args: rcu(*a, final_relu=True)),
+                     ("LeakyReLU where DUSt3R's unit uses ReLU: negative values become 0, not 0.01 x",
+                      lambda a=args: rcu(*a, leaky=True))]
             out.append((f"residual_unit on a {h}x{w} map", args, rcu(*args), cands))
         return out
 
-    def verify(self, case, results):
-        what = super().verify(case, results)
+    def behaviour(self, case, results):
         for i in range(1, len(results)):
             self.unchanged(results, i, "your residual_unit still changes its input x in place: the caller's x is "
                                        "overwritten (the bug is still there)")
-        return what
 
 
 __all__ = ["FindTheBug", "BugGrid", "BugAlign", "BugCrop", "BugReadout", "BugExp", "BugInplace", "statements"]

@@ -17,10 +17,12 @@ RESNET_MSG = ("ResNet order (ReLU after the add, no ReLU before conv1): DUSt3R's
               "ReLU comes before each conv and nothing follows the add (lecture 04, question 2)")
 
 
-def rcu(x, w1, b1, w2, b2, pre=True, residual=True, skip_is_relu=False, final_relu=False, relu_conv2=False):
+def rcu(x, w1, b1, w2, b2, pre=True, residual=True, skip_is_relu=False, final_relu=False, relu_conv2=False,
+        leaky=False):
     """The residual conv unit with one known mistake switched on (all off: the right unit)."""
-    out = F.conv2d(F.relu(x) if pre else x, w1, b1, padding=1)
-    out = F.conv2d(F.relu(out), w2, b2, padding=1)
+    act = F.leaky_relu if leaky else F.relu          # leaky: nn.LeakyReLU's default slope 0.01
+    out = F.conv2d(act(x) if pre else x, w1, b1, padding=1)
+    out = F.conv2d(act(out), w2, b2, padding=1)
     if relu_conv2:
         out = F.relu(out)
     if residual:
@@ -36,6 +38,7 @@ RCU_MISTAKES = (   # (diagnosis, switches for ``rcu``)
     (RESNET_MSG, {"pre": False, "final_relu": True}),
     (RESNET_MSG, {"pre": False, "relu_conv2": True, "final_relu": True}),
     ("ReLU after the residual add: DUSt3R's unit ends with the add", {"final_relu": True}),
+    ("LeakyReLU where DUSt3R's unit uses ReLU: negative values become 0, not 0.01 x", {"leaky": True}),
 )
 
 

@@ -121,7 +121,7 @@ class HeadSequential(RegressionHeadCheck):
 def depth_variant(xyz, kind):
     d = xyz.norm(dim=-1, keepdim=True)
     u = xyz / d.clamp(min=1e-8)
-    return {"exp": lambda: u * torch.exp(d), "elementwise_exp": lambda: torch.exp(xyz),
+    return {"exp": lambda: u * torch.exp(d), "log1p": lambda: u * torch.log1p(d), "elementwise_exp": lambda: torch.exp(xyz),
             "elementwise_expm1": lambda: torch.expm1(xyz), "no_clamp": lambda: xyz / d * torch.expm1(d),
             "elementwise_square": lambda: xyz ** 2, "square_as_linear": lambda: xyz,
             "norm_dim1": lambda: (xyz / xyz.norm(dim=1, keepdim=True).clamp(min=1e-8)
@@ -162,6 +162,7 @@ class DepthActivation(Check):
                           "length d = |v|", v("elementwise_exp")),
                          ("you applied expm1 to each coordinate; DUSt3R keeps the vector's direction and remaps "
                           "its length d = |v|", v("elementwise_expm1")),
+                         ("log1p (ln(1 + d)) where DUSt3R uses expm1 (e^d − 1): the inverse of the right remap, so far points come out far too close (lecture 05: why expm1)", v("log1p")),
                          ("you used the 'square' formula for 'exp'", v("exp_of_square"))] + cands
             elif mode_name == "square":
                 cands = [("you squared each coordinate (that loses the sign); DUSt3R keeps the direction and "

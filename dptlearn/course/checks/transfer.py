@@ -19,8 +19,10 @@ re-run on dptlearn's copy of the same weights and named.
 from __future__ import annotations
 
 import copy
+import types
 
 import torch
+import torch.nn.functional as F
 
 from ..answers import PART_NOTEBOOK
 from .dust3r import Capstone
@@ -239,8 +241,19 @@ class TransferDPTLarge(TransferDepthAnything):
                     c = w.shape[1] // 2
                     w.copy_(torch.cat([w[:, c:], w[:, :c]], dim=1))
 
+        def aligned_resize(dpt):   # the skip resized with corners pinned, as DUSt3R upsamples everywhere
+            def merge(block, x, skip=None):
+                if skip is not None and skip.shape[-2:] != x.shape[-2:]:
+                    skip = F.interpolate(skip, size=x.shape[-2:], mode="bilinear", align_corners=True)  # (B, D, h, w)
+                return block.unit(x if skip is None else x + block.skip_unit(skip))           # (B, D, h, w)
+            for block in dpt.fusion:
+                block.merge = types.MethodType(merge, block)
+
         out = [(msg, hooks(h)) for h, msg in DL_HOOK_SLIPS]
-        out += [("readout concatenation order: DPT joins [patch token, CLS token] along the channels, patch "
+        out += [("the skip's resize uses align_corners=True: DUSt3R pins the corners everywhere, but transformers' "
+                 "DPT resizes a finer level to the doubled path with align_corners=False (lecture 09, the odd grid's "
+                 "three answers)", variant(aligned_resize)),
+                ("readout concatenation order: DPT joins [patch token, CLS token] along the channels, patch "
                  "features first (lecture 01, section 5)", variant(readout_first)),
                 ("the head ends with a ReLU after its last conv (relative inverse depth is never negative)",
                  variant(lambda dpt: setattr(dpt.head, "activation", None)))]
