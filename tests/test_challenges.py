@@ -558,3 +558,15 @@ def test_log1p_for_expm1_and_a_leaky_relu_are_named_by_the_exercise_checks():
 
     assert "log1p (ln(1 + d)) where DUSt3R uses expm1" in verdict(checks.depth_activation, log1p_depth)
     assert "LeakyReLU where DUSt3R's unit uses ReLU" in verdict(checks.residual_conv_unit, leaky_unit)
+
+
+def test_the_transfer_checks_import_transformers_without_tqdms_ipywidgets_notice():
+    """The 09 check cells printed tqdm's "IProgress not found" (transformers imports tqdm.auto in a kernel
+    without ipywidgets); the filter is scoped to that import, so other warnings still show."""
+    import warnings
+
+    from dptlearn.course.checks import transfer as tr
+    before = list(warnings.filters)
+    assert tr._transformers().__name__ == "transformers"
+    assert warnings.filters == before
+    assert "IProgress" not in TRANSFER_NB.read_text(encoding="utf-8")

@@ -39,11 +39,21 @@ HOOK_SLIPS = (((0, 5, 8, 11), "hooks [0, 5, 8, 11] are DUSt3R's rule (hook_indic
               ((3, 6, 9, 11), "hooks one block late: the hooks are 0-based block indices (lecture 09's table)"))
 
 
+def _transformers():
+    """``import transformers``, without the TqdmWarning "IProgress not found" that its import of tqdm.auto
+    prints in a Jupyter kernel without ipywidgets (the checks draw no progress bar); other warnings stay."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import transformers
+    return transformers
+
+
 def hf_depth_anything(seed: int):
     """transformers' DepthAnythingForDepthEstimation with DA-V2-S's neck and head, seeded weights
     (a 4-block DINOv2-S backbone that the check never runs)."""
-    import transformers
-
+    transformers = _transformers()
     backbone = transformers.Dinov2Config(hidden_size=DA_WIDTH, num_hidden_layers=4, num_attention_heads=6,
                                          intermediate_size=8, image_size=2 * DA_PATCH, patch_size=DA_PATCH,
                                          out_indices=[1, 2, 3, 4], reshape_hidden_states=False, apply_layernorm=True)
@@ -165,8 +175,7 @@ DL_HOOK_SLIPS = (((4, 10, 16, 22), "hooks one block early: DPT-Large taps every 
 def hf_dpt_large(seed: int):
     """transformers' DPTForDepthEstimation with DPT-Large's layout (24 blocks, hooks [5, 11, 17, 23], readout
     'project') at the course-sized widths of DL_CONFIG, seeded weights (its ViT is never run)."""
-    import transformers
-
+    transformers = _transformers()
     width, dims, dim = DL_CONFIG
     cfg = transformers.DPTConfig(hidden_size=width, num_hidden_layers=DL_LAYERS, num_attention_heads=2,
                                  intermediate_size=8, image_size=2 * DL_PATCH, patch_size=DL_PATCH,
