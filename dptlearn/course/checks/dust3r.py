@@ -89,12 +89,18 @@ class Capstone(Check):
         """``part_checks``: each part's own check by name, in the order of PARTS (the registry's instances)."""
         self.part_checks = part_checks
 
+    part_names: tuple[str, ...] = tuple(PART_NOTEBOOK)     # the parts judged first, in this order
+
+    def part_steps(self, name: str, sub: Case) -> list:
+        """The plan steps of part ``name``'s own case, scoped to that part."""
+        return scoped(sub.plan, name)
+
     def part_plans(self, seed: int) -> tuple[list, list]:
         plan, parts = [], []
-        for name in PART_NOTEBOOK:
+        for name in self.part_names:
             sub = self.part_checks[name].case(seed)
             parts.append((name, sub, len(plan), len(plan) + len(sub.plan)))
-            plan += scoped(sub.plan, name)
+            plan += self.part_steps(name, sub)
         return plan, parts
 
     def _base(self, seed: int) -> tuple[list, list, dict]:

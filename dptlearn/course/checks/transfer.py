@@ -60,10 +60,16 @@ def hf_depth_anything(seed: int):
     cfg = transformers.DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=DA_WIDTH,
                                            patch_size=DA_PATCH, head_hidden_size=DA_LAST,
                                            neck_hidden_sizes=list(DA_DIMS), fusion_hidden_size=DA_D)
+    return _random_neck_and_head(transformers.DepthAnythingForDepthEstimation, cfg, "transfer_depth_anything", seed)
+
+
+def _random_neck_and_head(model_class, cfg, name: str, seed: int):
+    """``model_class(cfg)`` in eval mode, built under a fixed torch seed (the global RNG untouched), its
+    neck and head then drawn from the exercise's own generator."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = transformers.DepthAnythingForDepthEstimation(cfg).eval()
-    g = generator("transfer_depth_anything.weights", seed, 0)
+        model = model_class(cfg).eval()
+    g = generator(f"{name}.weights", seed, 0)
     randomize_(model.neck, g)
     randomize_(model.head, g)
     return model
@@ -87,15 +93,7 @@ class TransferDepthAnything(Capstone):
     """Depth Anything V2-S's head from the learner's parts, against transformers (see the module docstring)."""
 
     name = "transfer_depth_anything"
-
-    def part_plans(self, seed: int) -> tuple[list, list]:
-        from .dust3r import scoped
-        plan, parts = [], []
-        for name in DA_PARTS:
-            sub = self.part_checks[name].case(seed)
-            parts.append((name, sub, len(plan), len(plan) + len(sub.plan)))
-            plan += scoped(sub.plan, name)
-        return plan, parts
+    part_names = DA_PARTS
 
     def make_case(self, seed):
         from ...hf import from_hf
@@ -181,13 +179,7 @@ def hf_dpt_large(seed: int):
                                  intermediate_size=8, image_size=2 * DL_PATCH, patch_size=DL_PATCH,
                                  backbone_out_indices=list(DL_HOOKS), readout_type="project",
                                  neck_hidden_sizes=list(dims), fusion_hidden_size=dim)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = transformers.DPTForDepthEstimation(cfg).eval()
-    g = generator("transfer_dpt_large.weights", seed, 0)
-    randomize_(model.neck, g)
-    randomize_(model.head, g)
-    return model
+    return _random_neck_and_head(transformers.DPTForDepthEstimation, cfg, "transfer_dpt_large", seed)
 
 
 class TransferDPTLarge(TransferDepthAnything):
@@ -197,16 +189,12 @@ class TransferDPTLarge(TransferDepthAnything):
     name = "transfer_dpt_large"
     notebook_of = {**PART_NOTEBOOK, "ReadoutProject": "01_tokens_and_hooks"}
 
-    def part_plans(self, seed: int) -> tuple[list, list]:
-        """As for Depth Anything; ReadoutProject is not a capstone part: the learner hands it in as ``readout``."""
-        from .dust3r import scoped
-        plan, parts = [], []
-        for name in DL_PARTS:
-            sub = self.part_checks[name].case(seed)
-            parts.append((name, sub, len(plan), len(plan) + len(sub.plan)))
-            steps = scoped(sub.plan, name)
-            plan += [{**st, "of": ["readout"]} for st in steps] if name == "ReadoutProject" else steps
-        return plan, parts
+    part_names = DL_PARTS
+
+    def part_steps(self, name, sub):
+        """ReadoutProject is not a capstone part: the learner hands it in as ``readout``."""
+        steps = super().part_steps(name, sub)
+        return [{**st, "of": ["readout"]} for st in steps] if name == "ReadoutProject" else steps
 
     def make_case(self, seed):
         from ...hf import from_hf
